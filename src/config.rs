@@ -1,0 +1,571 @@
+//! The configuration file: its YAML shape, its defaults, and its validation.
+//!
+//! Loading is two steps. The YAML is parsed into the `*Config` types below
+//! (unknown keys are refused, with the line at fault). Then [`Config::validate`]
+//! checks what the types cannot say (URLs, paths, algorithms, references) and
+//! names the field at fault, for example `routes[2] "admin" (line 40): match.path_prefix`.
+//!
+//! Every field is documented in `config/portcullis.yaml`, which is tested to load.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A configuration that could not be used, with the place at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not fit the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the line and column.
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Where in the document, e.g. `routes[1] "orders" (line 30): match.methods[0]`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the servers listen.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// The `realm` parameter of `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Tokens longer than this are refused before any decoding.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Names of the identity headers set on allowed requests.
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    /// Trusted token issuers.
+    #[serde(default)]
+    pub issuers: Vec<Spanned<IssuerConfig>>,
+    /// Routes, first match wins. A request that matches none is denied.
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// The gRPC server: `envoy.service.auth.v3.Authorization` and `grpc.health.v1.Health`.
+    #[serde(default = "default_grpc_addr")]
+    pub grpc: SocketAddr,
+}
+
+/// Upstream header names for the caller's identity on allowed requests.
+///
+/// Every one of them is removed from the client's request when portcullis
+/// allows it, whether or not portcullis sets it, so clients cannot forge them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    /// The token's `sub`.
+    #[serde(default = "default_subject_header")]
+    pub subject: String,
+    /// The token's `preferred_username`.
+    #[serde(default = "default_username_header")]
+    pub username: String,
+    /// The token's `realm_access.roles`, joined with `,`.
+    #[serde(default = "default_realm_roles_header")]
+    pub realm_roles: String,
+    /// The token's `azp`: the client the token was issued to.
+    #[serde(default = "default_client_header")]
+    pub client: String,
+    /// The configured name of the issuer that signed the token.
+    #[serde(default = "default_issuer_header")]
+    pub issuer: String,
+}
+
+/// A trusted token issuer, such as a Keycloak realm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// A short name for logs and metrics.
+    pub name: String,
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    /// OIDC discovery document to read `jwks_uri` from. Its `issuer` must equal `issuer`.
+    pub discovery_url: Option<String>,
+    /// The JWKS document itself. Exactly one of `discovery_url` and `jwks_url` is set.
+    pub jwks_url: Option<String>,
+    /// Accepted `aud` values: a token must name one of them. Empty: `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tolerance for `exp` and `nbf`, for clocks that disagree.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// How often the keys are fetched again.
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval_seconds: u64,
+    /// Allow `http://` key URLs on hosts other than loopback.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+/// A route: which requests it matches and what they need.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A name for logs, metrics and denial bodies.
+    pub name: String,
+    /// Which requests the route covers.
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// No token needed; any token sent is ignored.
+    #[serde(default)]
+    pub public: bool,
+    /// What a valid token must carry. Absent: any valid token.
+    pub require: Option<RequireConfig>,
+}
+
+/// What a route matches. All given conditions must hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Hosts, exact and case-insensitive. Without a port, any port matches. Empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The exact path.
+    pub path: Option<String>,
+    /// A path prefix that ends on a segment boundary: `/admin` covers `/admin` and
+    /// `/admin/x`, never `/administrator`.
+    pub path_prefix: Option<String>,
+    /// HTTP methods. Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Claims a token must carry. Every listed item is required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireConfig {
+    /// Roles in `realm_access.roles`.
+    #[serde(default)]
+    pub realm_roles: Vec<String>,
+    /// Roles in `resource_access.<client>.roles`, by client.
+    #[serde(default)]
+    pub client_roles: BTreeMap<String, Vec<String>>,
+    /// Scopes in the space-separated `scope` claim.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The algorithms portcullis can verify; HMAC and `none` are never among them.
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+fn default_realm() -> String {
+    "portcullis".to_owned()
+}
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+fn default_grpc_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9191))
+}
+fn default_subject_header() -> String {
+    "x-portcullis-subject".to_owned()
+}
+fn default_username_header() -> String {
+    "x-portcullis-username".to_owned()
+}
+fn default_realm_roles_header() -> String {
+    "x-portcullis-realm-roles".to_owned()
+}
+fn default_client_header() -> String {
+    "x-portcullis-client".to_owned()
+}
+fn default_issuer_header() -> String {
+    "x-portcullis-issuer".to_owned()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+fn default_clock_skew() -> u64 {
+    30
+}
+fn default_refresh_interval() -> u64 {
+    300
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            grpc: default_grpc_addr(),
+        }
+    }
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        Self {
+            subject: default_subject_header(),
+            username: default_username_header(),
+            realm_roles: default_realm_roles_header(),
+            client: default_client_header(),
+            issuer: default_issuer_header(),
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &shown)
+    }
+
+    /// Parses and validates a configuration document; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: URLs, paths, names, algorithms, methods.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |field: String, message: &str| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        self.validate_top().map_err(|(f, m)| fail(f, &m))?;
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let at = format!("issuers[{i}] (line {})", issuer.defined.line());
+            issuer.value.validate().map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            let first = self.issuers.iter().position(|o| o.value.name == issuer.value.name);
+            if first != Some(i) {
+                return Err(fail(format!("{at}: name"), "another issuer has this name"));
+            }
+            let same_iss = self.issuers.iter().position(|o| o.value.issuer == issuer.value.issuer);
+            if same_iss != Some(i) {
+                return Err(fail(format!("{at}: issuer"), "another issuer has this `iss`"));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!(
+                "routes[{i}] \"{}\" (line {})",
+                route.value.name,
+                route.defined.line()
+            );
+            route.value.validate().map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            if !route.value.public && self.issuers.is_empty() {
+                return Err(fail(
+                    format!("{at}: public"),
+                    "the route needs a token but no issuer is configured",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_top(&self) -> Result<(), (String, String)> {
+        if self.routes.is_empty() {
+            return Err(("routes".into(), "at least one route is needed".into()));
+        }
+        if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm) {
+            return Err(("realm".into(), "must be non-empty, without quotes or controls".into()));
+        }
+        if !(256..=1024 * 1024).contains(&self.max_token_bytes) {
+            return Err(("max_token_bytes".into(), "must be between 256 and 1048576".into()));
+        }
+        self.identity_headers.validate()
+    }
+}
+
+// === impl IdentityHeadersConfig ===
+
+impl IdentityHeadersConfig {
+    /// The configured names, in a fixed order.
+    pub fn names(&self) -> [&str; 5] {
+        [
+            &self.subject,
+            &self.username,
+            &self.realm_roles,
+            &self.client,
+            &self.issuer,
+        ]
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fields = ["subject", "username", "realm_roles", "client", "issuer"];
+        for (field, name) in fields.iter().zip(self.names()) {
+            if !is_header_name(name) {
+                return Err((
+                    format!("identity_headers.{field}"),
+                    "must be a lower-case HTTP header name (a-z, 0-9, '-'), not a pseudo-header"
+                        .into(),
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name) {
+                return Err((
+                    format!("identity_headers.{field}"),
+                    "this header is reserved and cannot carry identity".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+// === impl IssuerConfig ===
+
+impl IssuerConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: &str| Err((f.to_owned(), m.to_owned()));
+        if self.name.is_empty() || has_control(&self.name) {
+            return err("name", "must be non-empty, without control characters");
+        }
+        if self.issuer.is_empty() || has_control(&self.issuer) {
+            return err("issuer", "must be the exact `iss` of the tokens");
+        }
+        let (field, url) = match (&self.discovery_url, &self.jwks_url) {
+            (Some(u), None) => ("discovery_url", u),
+            (None, Some(u)) => ("jwks_url", u),
+            _ => return err("jwks_url", "set exactly one of `discovery_url` and `jwks_url`"),
+        };
+        if let Err(m) = check_fetch_url(url, self.allow_insecure_http) {
+            return err(field, &m);
+        }
+        if self.algorithms.is_empty() {
+            return err("algorithms", "at least one algorithm is needed");
+        }
+        for (i, alg) in self.algorithms.iter().enumerate() {
+            if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
+                let m = format!(
+                    "unsupported algorithm {alg:?}; supported: {}",
+                    SUPPORTED_ALGORITHMS.join(", ")
+                );
+                return Err((format!("algorithms[{i}]"), m));
+            }
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return err("audiences", "an audience cannot be empty");
+        }
+        if self.clock_skew_seconds > 300 {
+            return err("clock_skew_seconds", "at most 300 seconds");
+        }
+        if !(10..=86_400).contains(&self.refresh_interval_seconds) {
+            return err("refresh_interval_seconds", "between 10 and 86400 seconds");
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `https://` URLs, and `http://` ones on loopback or when allowed.
+pub fn check_fetch_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err("plain http is only allowed on loopback; use https or set \
+                       allow_insecure_http: true"
+            .to_owned()),
+        other => Err(format!("scheme {other:?} is not http or https")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+// === impl RouteConfig ===
+
+impl RouteConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: &str| Err((f.to_owned(), m.to_owned()));
+        if self.name.is_empty() || has_control(&self.name) {
+            return err("name", "must be non-empty, without control characters");
+        }
+        self.matcher.validate()?;
+        if self.public && self.require.is_some() {
+            return err("require", "a public route cannot require anything");
+        }
+        if let Some(require) = &self.require {
+            require.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl MatchConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: String, m: &str| Err((f, m.to_owned()));
+        match (&self.path, &self.path_prefix) {
+            (Some(p), None) => check_config_path(p).or_else(|m| err("match.path".into(), &m))?,
+            (None, Some(p)) => {
+                check_config_path(p).or_else(|m| err("match.path_prefix".into(), &m))?
+            }
+            _ => return err("match.path".into(), "set exactly one of `path` and `path_prefix`"),
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            if !ok {
+                return err(format!("match.hosts[{i}]"), "not a host name, with optional port");
+            }
+        }
+        for (i, method) in self.methods.iter().enumerate() {
+            if !HTTP_METHODS.contains(&method.as_str()) {
+                let m = format!("unknown method; one of {}", HTTP_METHODS.join(", "));
+                return err(format!("match.methods[{i}]"), &m);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configured path must already be in normalized form, or it could never match.
+fn check_config_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/'".into());
+    }
+    let normal = crate::request::normalize_path(path)
+        .map_err(|e| format!("not a plain path ({e}); write it decoded and without dots"))?;
+    if normal != path && !(path.len() > 1 && path.ends_with('/') && normal == path[..path.len() - 1])
+    {
+        return Err(format!("not in normalized form; write {normal:?}"));
+    }
+    Ok(())
+}
+
+impl RequireConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let lists = [("require.realm_roles", &self.realm_roles), ("require.scopes", &self.scopes)];
+        for (field, list) in lists {
+            if list.iter().any(|v| v.is_empty()) {
+                return Err((field.into(), "values cannot be empty".into()));
+            }
+        }
+        if self.scopes.iter().any(|s| s.contains(' ')) {
+            return Err(("require.scopes".into(), "a scope cannot contain a space".into()));
+        }
+        for (client, roles) in &self.client_roles {
+            if client.is_empty() || roles.is_empty() || roles.iter().any(String::is_empty) {
+                let m = "each client needs a non-empty name and at least one non-empty role";
+                return Err((format!("require.client_roles.{client}"), m.into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A short human-readable summary of a valid configuration, with warnings.
+pub fn summary(config: &Config, origin: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{origin}: valid");
+    let _ = writeln!(out, "  listen.grpc: {}", config.listen.grpc);
+    let _ = writeln!(out, "  issuers: {}", config.issuers.len());
+    for issuer in config.issuers.iter().map(|i| &i.value) {
+        let source = match (&issuer.discovery_url, &issuer.jwks_url) {
+            (Some(url), _) => format!("discovery {url}"),
+            (None, Some(url)) => format!("jwks {url}"),
+            (None, None) => "no key source".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "    {}: iss {} ({source}); algorithms {}; audiences {}",
+            issuer.name,
+            issuer.issuer,
+            issuer.algorithms.join(","),
+            if issuer.audiences.is_empty() { "any".to_owned() } else { issuer.audiences.join(",") }
+        );
+    }
+    let public = config.routes.iter().filter(|r| r.value.public).count();
+    let _ = writeln!(out, "  routes: {} ({public} public); unmatched requests are denied", config.routes.len());
+    for warning in warnings(config) {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    out
+}
+
+/// Settings that are valid but probably not what the author meant.
+pub fn warnings(config: &Config) -> Vec<String> {
+    config
+        .issuers
+        .iter()
+        .filter(|i| i.value.audiences.is_empty())
+        .map(|i| {
+            format!(
+                "issuer {:?} checks no audience: its tokens for any client are accepted",
+                i.value.name
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

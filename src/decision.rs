@@ -1,0 +1,208 @@
+//! The outcome of a check, and the one place where a reason becomes an HTTP
+//! status, a `WWW-Authenticate` error (RFC 6750 §3.1) and a reason code.
+
+use std::sync::Arc;
+
+use crate::credential::CredentialError;
+use crate::policy::Unmet;
+use crate::request::{PathError, RequestError};
+use crate::token::TokenError;
+
+/// What portcullis answers.
+#[derive(Debug)]
+pub enum Decision {
+    /// Let the request through, with these header changes.
+    Allow(Allow),
+    /// Refuse it.
+    Deny(Denial),
+}
+
+/// An allowed request.
+#[derive(Debug)]
+pub struct Allow {
+    /// The route that matched.
+    pub route: Arc<str>,
+    /// The issuer of the token, when one was validated.
+    pub issuer: Option<Arc<str>>,
+    /// The token's subject, when one was validated.
+    pub subject: Option<String>,
+    /// Headers to set on the upstream request, overwriting any client copy.
+    pub set_headers: Vec<(String, String)>,
+    /// Headers to remove from the upstream request.
+    pub remove_headers: Vec<String>,
+}
+
+/// A refused request.
+#[derive(Debug)]
+pub struct Denial {
+    /// The route that matched, if one did.
+    pub route: Option<Arc<str>>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The check has no HTTP part (a TCP connection check).
+    NotHttp(RequestError),
+    /// The path cannot be matched safely.
+    InvalidPath(PathError),
+    /// No route matches the request.
+    NoRoute,
+    /// The route needs a token and none was sent.
+    MissingToken,
+    /// The `Authorization` header is ambiguous or malformed.
+    BadCredential(CredentialError),
+    /// The token is invalid.
+    InvalidToken(TokenError),
+    /// The token is valid but does not meet the route's requirements.
+    Insufficient(Unmet),
+}
+
+/// How a reason is answered over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The RFC 6750 `error` of the challenge; `None` with a challenge means no error code.
+    pub challenge: Challenge,
+    /// A stable, machine-readable reason code.
+    pub code: &'static str,
+}
+
+/// Whether the answer carries a `WWW-Authenticate: Bearer` challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No challenge: no credential could change the answer.
+    None,
+    /// A challenge without an error code: credentials are needed.
+    Plain,
+    /// A challenge with this `error` code.
+    Error(&'static str),
+}
+
+// === impl Reason ===
+
+impl Reason {
+    /// The status, challenge and code for this reason. Nothing else picks a status.
+    pub fn answer(&self) -> Answer {
+        use Challenge::{Error, None, Plain};
+        let (status, challenge, code) = match self {
+            Reason::NotHttp(_) => (403, None, "not_http"),
+            Reason::InvalidPath(_) => (400, None, "invalid_path"),
+            Reason::NoRoute => (403, None, "no_route"),
+            Reason::MissingToken => (401, Plain, "missing_token"),
+            Reason::BadCredential(CredentialError::Multiple) => {
+                (400, Error("invalid_request"), "multiple_credentials")
+            }
+            Reason::BadCredential(CredentialError::Malformed) => {
+                (400, Error("invalid_request"), "malformed_credential")
+            }
+            Reason::InvalidToken(TokenError::KeysUnavailable { .. }) => {
+                (503, None, "keys_unavailable")
+            }
+            Reason::InvalidToken(e) => (401, Error("invalid_token"), token_code(e)),
+            Reason::Insufficient(unmet) => (403, Error("insufficient_scope"), unmet_code(unmet)),
+        };
+        Answer {
+            status,
+            challenge,
+            code,
+        }
+    }
+
+    /// A short human-readable description, safe to show to the client.
+    pub fn description(&self) -> String {
+        match self {
+            Reason::NotHttp(e) => e.to_string(),
+            Reason::InvalidPath(e) => e.to_string(),
+            Reason::NoRoute => "no route matches the request".to_owned(),
+            Reason::MissingToken => "a bearer token is required".to_owned(),
+            Reason::BadCredential(e) => e.to_string(),
+            Reason::InvalidToken(e) => e.to_string(),
+            Reason::Insufficient(e) => e.to_string(),
+        }
+    }
+}
+
+fn token_code(error: &TokenError) -> &'static str {
+    match error {
+        TokenError::TooLarge { .. } => "token_too_large",
+        TokenError::Malformed(_) => "token_malformed",
+        TokenError::CriticalHeader => "token_critical_header",
+        TokenError::UnknownIssuer => "unknown_issuer",
+        TokenError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+        TokenError::MissingKid => "missing_kid",
+        TokenError::KeysUnavailable { .. } => "keys_unavailable",
+        TokenError::UnknownKey => "unknown_key",
+        TokenError::BadSignature => "bad_signature",
+        TokenError::MissingExpiry => "missing_exp",
+        TokenError::Expired => "token_expired",
+        TokenError::NotYetValid => "token_not_yet_valid",
+        TokenError::WrongAudience => "wrong_audience",
+        TokenError::WrongType(_) => "not_an_access_token",
+    }
+}
+
+fn unmet_code(unmet: &Unmet) -> &'static str {
+    match unmet {
+        Unmet::RealmRole(_) => "missing_realm_role",
+        Unmet::ClientRole { .. } => "missing_client_role",
+        Unmet::Scope(_) => "missing_scope",
+    }
+}
+
+// === impl Decision ===
+
+impl Decision {
+    /// A denial.
+    pub fn deny(route: Option<Arc<str>>, reason: Reason) -> Self {
+        Decision::Deny(Denial { route, reason })
+    }
+
+    /// The route that matched, if any.
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            Decision::Allow(a) => Some(&a.route),
+            Decision::Deny(d) => d.route.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_is_401_with_a_plain_challenge() {
+        let a = Reason::MissingToken.answer();
+        assert_eq!((a.status, a.challenge), (401, Challenge::Plain));
+    }
+
+    #[test]
+    fn bad_token_is_401_invalid_token() {
+        let a = Reason::InvalidToken(TokenError::Expired).answer();
+        assert_eq!((a.status, a.challenge, a.code), (401, Challenge::Error("invalid_token"), "token_expired"));
+    }
+
+    #[test]
+    fn unmet_requirement_is_403_insufficient_scope() {
+        let a = Reason::Insufficient(Unmet::Scope("x".into())).answer();
+        assert_eq!(a.status, 403);
+        assert_eq!(a.challenge, Challenge::Error("insufficient_scope"));
+    }
+
+    #[test]
+    fn two_credentials_are_400_invalid_request() {
+        let a = Reason::BadCredential(CredentialError::Multiple).answer();
+        assert_eq!((a.status, a.challenge), (400, Challenge::Error("invalid_request")));
+    }
+
+    #[test]
+    fn keys_not_loaded_is_503_without_challenge() {
+        let reason = Reason::InvalidToken(TokenError::KeysUnavailable { issuer: "a".into() });
+        assert_eq!(reason.answer().status, 503);
+        assert_eq!(reason.answer().challenge, Challenge::None);
+    }
+}

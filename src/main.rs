@@ -1,0 +1,188 @@
+//! The `portcullis` command: wiring only. See the library for the check itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::config::Config;
+use portcullis::telemetry::{self, LogFormat};
+
+/// External authorization for Envoy and Istio: validates Keycloak-issued JWTs
+/// and applies per-route policy over the ext_authz v3 gRPC protocol.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve ext_authz and gRPC health with a configuration file.
+    Serve {
+        /// The configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary; exit 64 naming the field at fault.
+    CheckConfig {
+        /// The configuration file (YAML).
+        path: PathBuf,
+    },
+    /// FOR LOCAL USE ONLY: a development token issuer in Keycloak's layout.
+    DevIssuer {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8180")]
+        listen: std::net::SocketAddr,
+        /// The realm name.
+        #[arg(long, default_value = "demo")]
+        realm: String,
+    },
+    /// FOR LOCAL USE ONLY: run Envoy, portcullis, a development issuer and an echo
+    /// upstream, send requests as different users, print the outcomes, stop.
+    Demo {
+        /// The Envoy binary (default: $PORTCULLIS_ENVOY, .venv/bin/envoy, or envoy on PATH).
+        #[arg(long)]
+        envoy: Option<PathBuf>,
+    },
+}
+
+/// `EX_USAGE` of sysexits.h: the configuration is unusable.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    telemetry::init(cli.log_format, default_filter);
+    match cli.command {
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Serve { config } => run(serve(config)),
+        Command::DevIssuer { listen, realm } => run(dev_issuer(listen, realm)),
+        Command::Demo { envoy } => run(demo(envoy)),
+    }
+}
+
+fn run(job: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(job),
+        Err(e) => {
+            eprintln!("portcullis: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", portcullis::config::summary(&config, &path.display().to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("portcullis: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen.grpc).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("portcullis: cannot listen on {}: {e}", config.listen.grpc);
+            return ExitCode::FAILURE;
+        }
+    };
+    match portcullis::server::serve(&config, listener, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("Stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("Shutdown signal received; finishing in-flight checks");
+}
+
+async fn dev_issuer(listen: std::net::SocketAddr, realm: String) -> ExitCode {
+    use portcullis::dev::issuer::DevIssuer;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("portcullis: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let issuer = match DevIssuer::generate(&format!("http://{listen}"), &realm) {
+        Ok(i) => std::sync::Arc::new(i),
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("DEVELOPMENT ISSUER, FOR LOCAL USE ONLY: it signs a token for anyone who asks.");
+    println!("issuer:    {}", issuer.issuer());
+    println!("discovery: {}/.well-known/openid-configuration", issuer.issuer());
+    println!(
+        "a token:   curl -s -d grant_type=password -d username=alice {}/protocol/openid-connect/token",
+        issuer.issuer()
+    );
+    println!("users:     alice, bob; client: billing-batch (grant_type=client_credentials)");
+    let served = axum::serve(listener, issuer.router()).with_graceful_shutdown(shutdown_signal());
+    match served.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(envoy: Option<PathBuf>) -> ExitCode {
+    let binary = match envoy.map_or_else(portcullis::dev::envoy::find_binary, Ok) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match portcullis::dev::demo::run(&binary).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

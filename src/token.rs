@@ -1,0 +1,349 @@
+//! Validating a bearer token as a signed JWT (RFC 7519, RFC 7515, RFC 8725).
+//!
+//! The order of checks keeps expensive and risky work last:
+//! size, shape and canonical base64url; the header (`alg` on the issuer's
+//! list, no `crit`); the payload's `iss` among configured issuers; the key by
+//! `kid` that fits `alg`; the signature; then `exp`, `nbf`, `aud` and
+//! Keycloak's `typ`, which must be `Bearer` so ID and refresh tokens are refused.
+//! Nothing in the token header (`jwk`, `jku`, `x5u`, `x5c`) is ever used to find a key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::config::IssuerConfig;
+use crate::keys::{IssuerKeys, parse_algorithm};
+
+/// An issuer whose tokens are accepted, with its current keys.
+#[derive(Debug)]
+pub struct TrustedIssuer {
+    /// Its configured name.
+    pub name: Arc<str>,
+    /// The exact `iss`.
+    pub issuer: String,
+    /// Accepted audiences; empty means `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Accepted algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Tolerance for `exp` and `nbf`, in seconds.
+    pub clock_skew_seconds: u64,
+    /// Its keys, refreshed in the background.
+    pub keys: Arc<IssuerKeys>,
+}
+
+/// Validates tokens against the trusted issuers.
+#[derive(Debug)]
+pub struct Validator {
+    issuers: Vec<TrustedIssuer>,
+    max_token_bytes: usize,
+}
+
+/// A token that passed every check.
+#[derive(Debug)]
+pub struct Verified<'v> {
+    /// The issuer that signed it.
+    pub issuer: &'v TrustedIssuer,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+/// The claims portcullis reads. Others are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Audience: one string or an array.
+    #[serde(default)]
+    pub aud: Audience,
+    /// Expiry, seconds since the epoch.
+    pub exp: Option<i64>,
+    /// Not before, seconds since the epoch.
+    pub nbf: Option<i64>,
+    /// Issued at, seconds since the epoch.
+    pub iat: Option<i64>,
+    /// Keycloak's token type: `Bearer`, `ID`, `Refresh`, `Offline`, `Logout`.
+    pub typ: Option<String>,
+    /// The client the token was issued to.
+    pub azp: Option<String>,
+    /// Space-separated scopes.
+    pub scope: Option<String>,
+    /// The user name.
+    pub preferred_username: Option<String>,
+    /// Realm roles.
+    pub realm_access: Option<Roles>,
+    /// Client roles, by client id.
+    #[serde(default)]
+    pub resource_access: HashMap<String, Roles>,
+}
+
+/// A `roles` list, as in `realm_access` and `resource_access.<client>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Roles {
+    /// The roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The `aud` claim, which Keycloak writes as a string when it has one value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// No `aud`.
+    #[default]
+    None,
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Longer than the configured limit.
+    #[error("token longer than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Not three canonical base64url parts of JSON, or claims of the wrong type.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header lists `crit` extensions, which are not supported.
+    #[error("token header has critical extensions")]
+    CriticalHeader,
+    /// `iss` is not a configured issuer.
+    #[error("issuer not trusted")]
+    UnknownIssuer,
+    /// `alg` is not on the issuer's list (`none` and HMAC never are).
+    #[error("algorithm {0:?} not accepted")]
+    AlgorithmNotAllowed(String),
+    /// The header has no `kid`.
+    #[error("token has no kid")]
+    MissingKid,
+    /// The issuer's keys have not been loaded yet.
+    #[error("signing keys of issuer {issuer} are not loaded")]
+    KeysUnavailable {
+        /// The issuer's name.
+        issuer: Arc<str>,
+    },
+    /// No key of the issuer has this `kid` and fits `alg`.
+    #[error("no signing key for this kid and algorithm")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// `exp` is missing.
+    #[error("token has no exp")]
+    MissingExpiry,
+    /// `exp` is past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// `aud` names none of the accepted audiences.
+    #[error("audience not accepted")]
+    WrongAudience,
+    /// `typ` is not `Bearer`: an ID, refresh or logout token.
+    #[error("not an access token (typ {0:?})")]
+    WrongType(Option<String>),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// Only `iss` is read before the signature is checked.
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: Option<String>,
+}
+
+// === impl TrustedIssuer ===
+
+impl TrustedIssuer {
+    /// A trusted issuer from its configuration, with its key holder.
+    pub fn from_config(config: &IssuerConfig, keys: Arc<IssuerKeys>) -> Self {
+        Self {
+            name: Arc::from(config.name.as_str()),
+            issuer: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            algorithms: config
+                .algorithms
+                .iter()
+                .filter_map(|a| parse_algorithm(a))
+                .collect(),
+            clock_skew_seconds: config.clock_skew_seconds,
+            keys,
+        }
+    }
+}
+
+// === impl Validator ===
+
+impl Validator {
+    /// A validator for these issuers.
+    pub fn new(issuers: Vec<TrustedIssuer>, max_token_bytes: usize) -> Self {
+        Self {
+            issuers,
+            max_token_bytes,
+        }
+    }
+
+    /// The trusted issuers.
+    pub fn issuers(&self) -> &[TrustedIssuer] {
+        &self.issuers
+    }
+
+    /// Validates a compact JWS at time `now` (seconds since the epoch).
+    pub fn validate(&self, token: &str, now: i64) -> Result<Verified<'_>, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge {
+                limit: self.max_token_bytes,
+            });
+        }
+        let parts = Parts::split(token)?;
+        let header: Header = decode_json(parts.header)?;
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
+        }
+        let payload = decode_part(parts.payload)?;
+        let unverified: UnverifiedIssuer = serde_json::from_slice(&payload)
+            .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
+        let issuer = self.issuer_for(unverified.iss.as_deref())?;
+        let alg = issuer.algorithm(&header.alg)?;
+        let kid = header.kid.as_deref().ok_or(TokenError::MissingKid)?;
+        issuer.verify_signature(&parts, kid, alg)?;
+        let claims: Claims = serde_json::from_slice(&payload)
+            .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
+        issuer.check_claims(&claims, now)?;
+        Ok(Verified { issuer, claims })
+    }
+
+    fn issuer_for(&self, iss: Option<&str>) -> Result<&TrustedIssuer, TokenError> {
+        let iss = iss.ok_or(TokenError::UnknownIssuer)?;
+        self.issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or(TokenError::UnknownIssuer)
+    }
+}
+
+impl TrustedIssuer {
+    fn algorithm(&self, name: &str) -> Result<Algorithm, TokenError> {
+        parse_algorithm(name)
+            .filter(|alg| self.algorithms.contains(alg))
+            .ok_or_else(|| TokenError::AlgorithmNotAllowed(truncate(name, 16)))
+    }
+
+    fn verify_signature(&self, parts: &Parts<'_>, kid: &str, alg: Algorithm) -> Result<(), TokenError> {
+        let keys = self.keys.load().ok_or_else(|| TokenError::KeysUnavailable {
+            issuer: self.name.clone(),
+        })?;
+        let mut candidates = keys.candidates(kid, alg).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let verified = candidates.any(|key| {
+            jsonwebtoken::crypto::verify(parts.signature, parts.signing_input.as_bytes(), &key.key, alg)
+                .unwrap_or(false)
+        });
+        if verified { Ok(()) } else { Err(TokenError::BadSignature) }
+    }
+
+    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
+        let skew = i64::try_from(self.clock_skew_seconds).unwrap_or(0);
+        let exp = claims.exp.ok_or(TokenError::MissingExpiry)?;
+        if now >= exp.saturating_add(skew) {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| now < nbf.saturating_sub(skew)) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.typ.as_deref() != Some("Bearer") {
+            return Err(TokenError::WrongType(claims.typ.as_deref().map(|t| truncate(t, 16))));
+        }
+        if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(())
+    }
+}
+
+// === impl Audience ===
+
+impl Audience {
+    /// Whether any audience of the token is one of `accepted`.
+    pub fn contains_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Audience::None => false,
+            Audience::One(aud) => accepted.contains(aud),
+            Audience::Many(auds) => auds.iter().any(|a| accepted.contains(a)),
+        }
+    }
+}
+
+// === compact serialization ===
+
+/// The three parts of a compact JWS.
+struct Parts<'t> {
+    header: &'t str,
+    payload: &'t str,
+    signature: &'t str,
+    signing_input: &'t str,
+}
+
+impl<'t> Parts<'t> {
+    fn split(token: &'t str) -> Result<Self, TokenError> {
+        let mut it = token.splitn(4, '.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(TokenError::Malformed("not three dot-separated parts"));
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(TokenError::Malformed("an empty part"));
+        }
+        let signing_input = &token[..header.len() + 1 + payload.len()];
+        Ok(Self {
+            header,
+            payload,
+            signature,
+            signing_input,
+        })
+    }
+}
+
+/// Decodes canonical base64url without padding (RFC 7515 §2): padding,
+/// whitespace, other alphabets and non-zero trailing bits are refused.
+fn decode_part(part: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed("not canonical base64url"))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = decode_part(part)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not a JWS header"))
+}
+
+/// Cuts an attacker-chosen string before it reaches a log line or a reason.
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
