@@ -1,1 +1,171 @@
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as AttrRequest};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use serde_json::json;
+
 use super::*;
+use crate::credential::CredentialError;
+use crate::dev::issuer::{self, DevIssuer};
+use crate::keys::{IssuerKeys, KeySet};
+use crate::policy::Unmet;
+use crate::request::PathError;
+use crate::token::{TokenError, TrustedIssuer};
+
+const NOW: i64 = 1_767_225_600;
+
+fn dev() -> &'static DevIssuer {
+    static ISSUER: OnceLock<DevIssuer> = OnceLock::new();
+    ISSUER.get_or_init(|| DevIssuer::generate("http://127.0.0.1:8180", "demo").unwrap())
+}
+
+fn checker() -> Checker {
+    let config = Config::from_yaml(include_str!("../../config/demo.yaml"), "demo").unwrap();
+    let keys = Arc::new(IssuerKeys::default());
+    keys.store(KeySet::from_jwks(dev().jwks().to_string().as_bytes(), SystemTime::now()).unwrap());
+    let issuers = config
+        .issuers
+        .iter()
+        .map(|i| TrustedIssuer::from_config(&i.value, keys.clone()))
+        .collect();
+    Checker::new(&config, Validator::new(issuers, config.max_token_bytes))
+}
+
+fn token(user: &str) -> String {
+    let user = issuer::user(user).unwrap();
+    dev().access_token(user, &["orders-api"], NOW).unwrap()
+}
+
+fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    host: "api.example.test".into(),
+                    path: path.into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn decide(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+    let check = check_request(method, path, headers);
+    checker().check(&Request::from_check(&check).unwrap(), NOW)
+}
+
+fn denied(decision: Decision) -> Reason {
+    match decision {
+        Decision::Deny(d) => d.reason,
+        Decision::Allow(a) => panic!("allowed: {a:?}"),
+    }
+}
+
+fn allowed(decision: Decision) -> Allow {
+    match decision {
+        Decision::Allow(a) => a,
+        Decision::Deny(d) => panic!("denied: {d:?}"),
+    }
+}
+
+fn bearer(user: &str) -> String {
+    format!("Bearer {}", token(user))
+}
+
+#[test]
+fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
+    let allow = allowed(decide("GET", "/docs/x", &[("x-portcullis-subject", "forged")]));
+    assert_eq!(&*allow.route, "docs");
+    assert!(allow.set_headers.is_empty());
+    assert!(allow.remove_headers.contains(&"x-portcullis-subject".to_owned()));
+    assert_eq!(allow.remove_headers.len(), 5);
+}
+
+#[test]
+fn a_public_route_ignores_even_a_broken_token() {
+    allowed(decide("GET", "/docs", &[("authorization", "Bearer garbage")]));
+}
+
+#[test]
+fn a_protected_route_without_a_token_is_missing_token() {
+    assert_eq!(denied(decide("GET", "/orders", &[])), Reason::MissingToken);
+    assert_eq!(denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")])), Reason::MissingToken);
+}
+
+#[test]
+fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
+    let allow = allowed(decide("GET", "/orders/1", &[("authorization", &bearer("alice"))]));
+    let headers: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
+    assert_eq!(headers["x-portcullis-username"], "alice");
+    assert_eq!(headers["x-portcullis-subject"], issuer::user("alice").unwrap().sub);
+    assert_eq!(headers["x-portcullis-realm-roles"], "default-roles-demo,offline_access,orders-reader");
+    assert_eq!(headers["x-portcullis-client"], "web-frontend");
+    assert_eq!(headers["x-portcullis-issuer"], "demo");
+    assert!(allow.remove_headers.is_empty());
+}
+
+#[test]
+fn a_valid_token_without_the_role_is_insufficient() {
+    let reason = denied(decide("GET", "/orders", &[("authorization", &bearer("bob"))]));
+    assert_eq!(reason, Reason::Insufficient(Unmet::RealmRole("orders-reader".into())));
+}
+
+#[test]
+fn two_tokens_are_an_invalid_request() {
+    let two = format!("{},{}", bearer("alice"), bearer("alice"));
+    let reason = denied(decide("GET", "/orders", &[("authorization", &two)]));
+    assert_eq!(reason, Reason::BadCredential(CredentialError::Multiple));
+}
+
+#[test]
+fn an_invalid_token_is_denied_with_its_reason() {
+    let reason = denied(decide("GET", "/me", &[("authorization", "Bearer a.b.c")]));
+    assert!(matches!(reason, Reason::InvalidToken(TokenError::Malformed(_))));
+}
+
+#[test]
+fn unmatched_requests_are_denied() {
+    let reason = denied(decide("GET", "/administrator", &[("authorization", &bearer("alice"))]));
+    assert_eq!(reason, Reason::NoRoute);
+}
+
+#[test]
+fn an_ambiguous_path_is_denied_before_matching() {
+    let reason = denied(decide("GET", "/docs/..%2fadmin", &[]));
+    assert_eq!(reason, Reason::InvalidPath(PathError::Ambiguous));
+}
+
+#[test]
+fn dot_segments_cannot_climb_out_of_a_public_prefix() {
+    let reason = denied(decide("GET", "/docs/../orders/1", &[]));
+    assert_eq!(reason, Reason::MissingToken);
+}
+
+#[test]
+fn claims_that_cannot_be_header_values_are_removed_not_set() {
+    let user = issuer::user("alice").unwrap();
+    let mut claims = dev().access_claims(user, &["orders-api"], NOW);
+    claims["preferred_username"] = json!("alice\r\nx-portcullis-subject: admin");
+    claims["realm_access"]["roles"] = json!(["orders-reader", "a,b"]);
+    claims.as_object_mut().unwrap().remove("sub");
+    let auth = format!("Bearer {}", dev().sign_claims(&claims).unwrap());
+    let allow = allowed(decide("GET", "/me", &[("authorization", &auth)]));
+    let set: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
+    assert!(!set.contains_key("x-portcullis-username"));
+    assert!(!set.contains_key("x-portcullis-subject"));
+    assert_eq!(set["x-portcullis-realm-roles"], "orders-reader");
+    assert!(allow.remove_headers.contains(&"x-portcullis-username".to_owned()));
+    assert!(allow.remove_headers.contains(&"x-portcullis-subject".to_owned()));
+}

@@ -1,1 +1,337 @@
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
 use super::*;
+use crate::dev::issuer::{self as dev, DevIssuer};
+use crate::keys::KeySet;
+
+const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const ISSUER: &str = "https://sso.example.test/realms/acme";
+
+fn issuer() -> &'static DevIssuer {
+    static ISSUER_KEYS: OnceLock<DevIssuer> = OnceLock::new();
+    ISSUER_KEYS.get_or_init(|| DevIssuer::generate("https://sso.example.test", "acme").unwrap())
+}
+
+fn stranger() -> &'static DevIssuer {
+    static OTHER: OnceLock<DevIssuer> = OnceLock::new();
+    OTHER.get_or_init(|| DevIssuer::generate("https://sso.example.test", "acme").unwrap())
+}
+
+fn loaded_keys(jwks: &Value) -> Arc<IssuerKeys> {
+    let keys = Arc::new(IssuerKeys::default());
+    keys.store(KeySet::from_jwks(jwks.to_string().as_bytes(), SystemTime::now()).unwrap());
+    keys
+}
+
+fn trusted(audiences: &[&str], algorithms: &[Algorithm], keys: Arc<IssuerKeys>) -> TrustedIssuer {
+    TrustedIssuer {
+        name: Arc::from("acme"),
+        issuer: ISSUER.to_owned(),
+        audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        algorithms: algorithms.to_vec(),
+        clock_skew_seconds: 30,
+        keys,
+    }
+}
+
+fn validator() -> Validator {
+    let keys = loaded_keys(issuer().jwks());
+    Validator::new(vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)], 16 * 1024)
+}
+
+fn claims() -> Value {
+    issuer().access_claims(&dev::USERS[0], &["orders-api", "account"], NOW)
+}
+
+fn signed(claims: &Value) -> String {
+    issuer().sign_claims(claims).unwrap()
+}
+
+fn with(change: impl FnOnce(&mut Value)) -> String {
+    let mut c = claims();
+    change(&mut c);
+    signed(&c)
+}
+
+fn header(alg: &str, kid: Option<&str>) -> String {
+    let mut h = json!({ "alg": alg, "typ": "JWT" });
+    if let Some(kid) = kid {
+        h["kid"] = json!(kid);
+    }
+    b64(&h.to_string())
+}
+
+fn b64(s: &str) -> String {
+    URL_SAFE_NO_PAD.encode(s)
+}
+
+fn err(token: &str) -> TokenError {
+    validator().validate(token, NOW).unwrap_err()
+}
+
+#[test]
+fn a_keycloak_access_token_is_accepted_with_its_claims() {
+    let v = validator();
+    let token = signed(&claims());
+    let verified = v.validate(&token, NOW).unwrap();
+    assert_eq!(&*verified.issuer.name, "acme");
+    assert_eq!(verified.claims.preferred_username.as_deref(), Some("alice"));
+    assert_eq!(verified.claims.realm_access.unwrap().roles.len(), 3);
+    assert_eq!(verified.claims.resource_access["orders-api"].roles, ["orders-writer"]);
+}
+
+#[test]
+fn an_expired_token_is_refused_after_the_skew() {
+    let exp = NOW + 300;
+    let token = signed(&claims());
+    let v = validator();
+    assert!(v.validate(&token, exp + 29).is_ok());
+    assert_eq!(v.validate(&token, exp + 30).unwrap_err(), TokenError::Expired);
+}
+
+#[test]
+fn a_token_without_exp_is_refused() {
+    let token = with(|c| {
+        c.as_object_mut().unwrap().remove("exp");
+    });
+    assert_eq!(err(&token), TokenError::MissingExpiry);
+}
+
+#[test]
+fn a_token_not_yet_valid_is_refused_beyond_the_skew() {
+    let v = validator();
+    let token = with(|c| c["nbf"] = json!(NOW + 100));
+    assert_eq!(v.validate(&token, NOW).unwrap_err(), TokenError::NotYetValid);
+    assert!(v.validate(&token, NOW + 71).is_ok());
+}
+
+#[test]
+fn a_token_of_another_issuer_is_refused() {
+    for iss in [
+        "https://sso.example.test/realms/other",
+        "http://keycloak.keycloak.svc.cluster.local:8080/realms/acme",
+        "https://sso.example.test/realms/acme/",
+    ] {
+        assert_eq!(err(&with(|c| c["iss"] = json!(iss))), TokenError::UnknownIssuer, "{iss}");
+    }
+    assert_eq!(err(&with(|c| c["iss"] = json!(["x"]))), TokenError::Malformed("payload is not a JSON object"));
+    let no_iss = with(|c| {
+        c.as_object_mut().unwrap().remove("iss");
+    });
+    assert_eq!(err(&no_iss), TokenError::UnknownIssuer);
+}
+
+#[test]
+fn audience_is_matched_as_string_or_array() {
+    let v = validator();
+    assert!(v.validate(&with(|c| c["aud"] = json!("orders-api")), NOW).is_ok());
+    assert!(v.validate(&with(|c| c["aud"] = json!(["x", "orders-api"])), NOW).is_ok());
+    assert_eq!(err(&with(|c| c["aud"] = json!("account"))), TokenError::WrongAudience);
+    assert_eq!(err(&with(|c| c["aud"] = json!(["account", "billing-api"]))), TokenError::WrongAudience);
+    let no_aud = with(|c| {
+        c.as_object_mut().unwrap().remove("aud");
+    });
+    assert_eq!(err(&no_aud), TokenError::WrongAudience);
+    assert!(matches!(err(&with(|c| c["aud"] = json!(7))), TokenError::Malformed(_)));
+}
+
+#[test]
+fn audience_is_not_checked_when_none_is_configured() {
+    let keys = loaded_keys(issuer().jwks());
+    let v = Validator::new(vec![trusted(&[], &[Algorithm::RS256], keys)], 16 * 1024);
+    let no_aud = with(|c| {
+        c.as_object_mut().unwrap().remove("aud");
+    });
+    assert!(v.validate(&no_aud, NOW).is_ok());
+}
+
+#[test]
+fn id_refresh_and_untyped_tokens_are_refused() {
+    for typ in [json!("ID"), json!("Refresh"), json!("Offline"), json!("Logout"), json!("bearer")] {
+        let token = with(|c| c["typ"] = typ.clone());
+        assert!(matches!(err(&token), TokenError::WrongType(_)), "{typ}");
+    }
+    let untyped = with(|c| {
+        c.as_object_mut().unwrap().remove("typ");
+    });
+    assert_eq!(err(&untyped), TokenError::WrongType(None));
+}
+
+#[test]
+fn alg_none_is_refused_in_any_casing() {
+    let payload = b64(&claims().to_string());
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let token = format!("{}.{payload}.", header(alg, Some(issuer().kid())));
+        assert!(matches!(err(&token), TokenError::Malformed(_)), "empty signature part: {alg}");
+        let token = format!("{}.{payload}.AAAA", header(alg, Some(issuer().kid())));
+        assert!(matches!(err(&token), TokenError::AlgorithmNotAllowed(_)), "{alg}");
+    }
+}
+
+#[test]
+fn hmac_signed_with_the_public_key_is_refused() {
+    // The classic key confusion: HS256 keyed with the RSA public key's bytes.
+    let payload = b64(&claims().to_string());
+    let input = format!("{}.{payload}", header("HS256", Some(issuer().kid())));
+    let jwk = &issuer().jwks()["keys"][1];
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwk["n"].as_str().unwrap().as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    assert_eq!(err(&token), TokenError::AlgorithmNotAllowed("HS256".into()));
+}
+
+#[test]
+fn an_algorithm_off_the_issuer_list_is_refused() {
+    let token = issuer()
+        .sign(&json!({"alg": "RS384", "kid": issuer().kid()}), &claims())
+        .unwrap();
+    assert_eq!(err(&token), TokenError::AlgorithmNotAllowed("RS384".into()));
+}
+
+#[test]
+fn a_token_signed_by_an_untrusted_key_with_a_known_kid_is_refused() {
+    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": issuer().kid() });
+    let token = stranger().sign(&header, &claims()).unwrap();
+    assert_eq!(err(&token), TokenError::BadSignature);
+}
+
+#[test]
+fn an_unknown_kid_is_refused() {
+    let token = issuer().sign(&json!({"alg": "RS256", "kid": "not-in-jwks"}), &claims()).unwrap();
+    assert_eq!(err(&token), TokenError::UnknownKey);
+}
+
+#[test]
+fn the_encryption_key_kid_is_not_a_signing_key() {
+    let enc = &issuer().jwks()["keys"][0];
+    assert_eq!(enc["use"], "enc");
+    let token = issuer()
+        .sign(&json!({"alg": "RS256", "kid": enc["kid"]}), &claims())
+        .unwrap();
+    assert_eq!(err(&token), TokenError::UnknownKey);
+}
+
+#[test]
+fn a_token_without_kid_is_refused() {
+    let token = issuer().sign(&json!({"alg": "RS256"}), &claims()).unwrap();
+    assert_eq!(err(&token), TokenError::MissingKid);
+}
+
+#[test]
+fn a_tampered_payload_fails_the_signature() {
+    let token = signed(&claims());
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let mut forged = claims();
+    forged["realm_access"]["roles"] = json!(["admin"]);
+    let forged = b64(&forged.to_string());
+    parts[1] = &forged;
+    assert_eq!(err(&parts.join(".")), TokenError::BadSignature);
+}
+
+#[test]
+fn a_critical_header_is_refused() {
+    let token = issuer()
+        .sign(&json!({"alg": "RS256", "kid": issuer().kid(), "crit": ["exp"]}), &claims())
+        .unwrap();
+    assert_eq!(err(&token), TokenError::CriticalHeader);
+}
+
+#[test]
+fn keys_in_the_token_header_are_never_used() {
+    // A header that carries its own key (jwk) and key URLs (jku, x5u): the
+    // stranger's signature must still fail against the issuer's published key.
+    let jwk = stranger().jwks()["keys"][1].clone();
+    let header = json!({
+        "alg": "RS256", "kid": issuer().kid(), "jwk": jwk,
+        "jku": "https://evil.example/jwks", "x5u": "https://evil.example/cert",
+    });
+    let token = stranger().sign(&header, &claims()).unwrap();
+    assert_eq!(err(&token), TokenError::BadSignature);
+}
+
+#[test]
+fn non_canonical_base64url_is_refused() {
+    let token = signed(&claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let variants = [
+        format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+        format!("{}.{} .{}", parts[0], parts[1], parts[2]),
+        format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
+        format!("{}.{}.{}", parts[0], parts[1], parts[2].replace('-', "+").replace('_', "/")),
+    ];
+    assert_ne!(variants[3], token, "a 2048-bit signature has '-' or '_' in base64url");
+    for token in variants {
+        let e = err(&token);
+        assert!(matches!(e, TokenError::Malformed(_) | TokenError::BadSignature), "{e:?}");
+    }
+    // `e30` is `{}`; `e31` decodes to the same bytes with non-zero trailing bits.
+    let loose = format!("e31.{}.{}", parts[1], parts[2]);
+    assert_eq!(err(&loose), TokenError::Malformed("not canonical base64url"));
+}
+
+#[test]
+fn tokens_with_the_wrong_number_of_parts_are_refused() {
+    for token in ["", "a", "a.b", "a.b.c.d", "..", "a..c"] {
+        assert!(matches!(err(token), TokenError::Malformed(_)), "{token:?}");
+    }
+}
+
+#[test]
+fn an_oversized_token_is_refused_before_decoding() {
+    let v = Validator::new(vec![], 256);
+    let token = "x".repeat(257);
+    assert_eq!(v.validate(&token, NOW).unwrap_err(), TokenError::TooLarge { limit: 256 });
+}
+
+#[test]
+fn time_claims_of_the_wrong_type_are_refused() {
+    for (claim, value) in [("exp", json!("1767225900")), ("nbf", json!(true)), ("iat", json!({})), ("exp", json!(1.5e9))] {
+        let token = with(|c| c[claim] = value.clone());
+        assert!(matches!(err(&token), TokenError::Malformed(_)), "{claim}={value}");
+    }
+}
+
+#[test]
+fn deeply_nested_json_is_refused_without_crashing() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let token = format!("{}.{}.AAAA", header("RS256", Some("k")), b64(&deep));
+    let v = Validator::new(vec![], 1024 * 1024);
+    assert!(matches!(v.validate(&token, NOW).unwrap_err(), TokenError::Malformed(_)));
+}
+
+#[test]
+fn keys_not_yet_loaded_refuse_with_keys_unavailable() {
+    let empty = Arc::new(IssuerKeys::default());
+    let v = Validator::new(vec![trusted(&["orders-api"], &[Algorithm::RS256], empty)], 16 * 1024);
+    let e = v.validate(&signed(&claims()), NOW).unwrap_err();
+    assert!(matches!(e, TokenError::KeysUnavailable { .. }));
+}
+
+#[test]
+fn es256_tokens_verify_with_an_ec_key_and_rs256_cannot_pose_as_es256() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = pair.public_key().as_ref(); // 0x04 || x || y
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "ec-1", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]});
+    let v = Validator::new(
+        vec![trusted(&["orders-api"], &[Algorithm::ES256, Algorithm::RS256], loaded_keys(&jwks))],
+        16 * 1024,
+    );
+    let input = format!("{}.{}", header("ES256", Some("ec-1")), b64(&claims().to_string()));
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let sig = pair.sign(&rng, input.as_bytes()).unwrap();
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+    assert!(v.validate(&token, NOW).is_ok());
+
+    let zeros = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+    assert_eq!(v.validate(&zeros, NOW).unwrap_err(), TokenError::BadSignature);
+
+    let rsa_as_ec = issuer().sign(&json!({"alg": "ES256", "kid": "ec-1"}), &claims()).unwrap();
+    assert_eq!(v.validate(&rsa_as_ec, NOW).unwrap_err(), TokenError::BadSignature);
+}
