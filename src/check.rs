@@ -72,7 +72,12 @@ impl Checker {
             issuer: None,
             subject: None,
             set_headers: Vec::new(),
-            remove_headers: self.identity.names().iter().map(|n| (*n).to_owned()).collect(),
+            remove_headers: self
+                .identity
+                .names()
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect(),
         }
     }
 
@@ -119,9 +124,7 @@ fn realm_roles(claims: &Claims) -> Option<String> {
 
 /// A value Envoy accepts in a header: no control characters, no surrounding space.
 fn is_header_value(value: &str) -> bool {
-    !value.is_empty()
-        && value.trim() == value
-        && !value.chars().any(|c| c.is_control())
+    !value.is_empty() && value.trim() == value && !value.chars().any(|c| c.is_control())
 }
 
 #[cfg(test)]

@@ -274,14 +274,26 @@ impl Config {
         self.validate_top().map_err(|(f, m)| fail(f, &m))?;
         for (i, issuer) in self.issuers.iter().enumerate() {
             let at = format!("issuers[{i}] (line {})", issuer.defined.line());
-            issuer.value.validate().map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
-            let first = self.issuers.iter().position(|o| o.value.name == issuer.value.name);
+            issuer
+                .value
+                .validate()
+                .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            let first = self
+                .issuers
+                .iter()
+                .position(|o| o.value.name == issuer.value.name);
             if first != Some(i) {
                 return Err(fail(format!("{at}: name"), "another issuer has this name"));
             }
-            let same_iss = self.issuers.iter().position(|o| o.value.issuer == issuer.value.issuer);
+            let same_iss = self
+                .issuers
+                .iter()
+                .position(|o| o.value.issuer == issuer.value.issuer);
             if same_iss != Some(i) {
-                return Err(fail(format!("{at}: issuer"), "another issuer has this `iss`"));
+                return Err(fail(
+                    format!("{at}: issuer"),
+                    "another issuer has this `iss`",
+                ));
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -290,7 +302,10 @@ impl Config {
                 route.value.name,
                 route.defined.line()
             );
-            route.value.validate().map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            route
+                .value
+                .validate()
+                .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
             if !route.value.public && self.issuers.is_empty() {
                 return Err(fail(
                     format!("{at}: public"),
@@ -306,10 +321,16 @@ impl Config {
             return Err(("routes".into(), "at least one route is needed".into()));
         }
         if self.realm.is_empty() || self.realm.contains(['"', '\\']) || has_control(&self.realm) {
-            return Err(("realm".into(), "must be non-empty, without quotes or controls".into()));
+            return Err((
+                "realm".into(),
+                "must be non-empty, without quotes or controls".into(),
+            ));
         }
         if !(256..=1024 * 1024).contains(&self.max_token_bytes) {
-            return Err(("max_token_bytes".into(), "must be between 256 and 1048576".into()));
+            return Err((
+                "max_token_bytes".into(),
+                "must be between 256 and 1048576".into(),
+            ));
         }
         self.identity_headers.validate()
     }
@@ -387,7 +408,12 @@ impl IssuerConfig {
         let (field, url) = match (&self.discovery_url, &self.jwks_url) {
             (Some(u), None) => ("discovery_url", u),
             (None, Some(u)) => ("jwks_url", u),
-            _ => return err("jwks_url", "set exactly one of `discovery_url` and `jwks_url`"),
+            _ => {
+                return err(
+                    "jwks_url",
+                    "set exactly one of `discovery_url` and `jwks_url`",
+                );
+            }
         };
         if let Err(m) = check_fetch_url(url, self.allow_insecure_http) {
             return err(field, &m);
@@ -466,7 +492,12 @@ impl MatchConfig {
             (None, Some(p)) => {
                 check_config_path(p).or_else(|m| err("match.path_prefix".into(), &m))?
             }
-            _ => return err("match.path".into(), "set exactly one of `path` and `path_prefix`"),
+            _ => {
+                return err(
+                    "match.path".into(),
+                    "set exactly one of `path` and `path_prefix`",
+                );
+            }
         }
         for (i, host) in self.hosts.iter().enumerate() {
             let ok = !host.is_empty()
@@ -474,7 +505,10 @@ impl MatchConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
             if !ok {
-                return err(format!("match.hosts[{i}]"), "not a host name, with optional port");
+                return err(
+                    format!("match.hosts[{i}]"),
+                    "not a host name, with optional port",
+                );
             }
         }
         for (i, method) in self.methods.iter().enumerate() {
@@ -494,7 +528,8 @@ fn check_config_path(path: &str) -> Result<(), String> {
     }
     let normal = crate::request::normalize_path(path)
         .map_err(|e| format!("not a plain path ({e}); write it decoded and without dots"))?;
-    if normal != path && !(path.len() > 1 && path.ends_with('/') && normal == path[..path.len() - 1])
+    if normal != path
+        && !(path.len() > 1 && path.ends_with('/') && normal == path[..path.len() - 1])
     {
         return Err(format!("not in normalized form; write {normal:?}"));
     }
@@ -503,14 +538,20 @@ fn check_config_path(path: &str) -> Result<(), String> {
 
 impl RequireConfig {
     fn validate(&self) -> Result<(), (String, String)> {
-        let lists = [("require.realm_roles", &self.realm_roles), ("require.scopes", &self.scopes)];
+        let lists = [
+            ("require.realm_roles", &self.realm_roles),
+            ("require.scopes", &self.scopes),
+        ];
         for (field, list) in lists {
             if list.iter().any(|v| v.is_empty()) {
                 return Err((field.into(), "values cannot be empty".into()));
             }
         }
         if self.scopes.iter().any(|s| s.contains(' ')) {
-            return Err(("require.scopes".into(), "a scope cannot contain a space".into()));
+            return Err((
+                "require.scopes".into(),
+                "a scope cannot contain a space".into(),
+            ));
         }
         for (client, roles) in &self.client_roles {
             if client.is_empty() || roles.is_empty() || roles.iter().any(String::is_empty) {
@@ -541,11 +582,19 @@ pub fn summary(config: &Config, origin: &str) -> String {
             issuer.name,
             issuer.issuer,
             issuer.algorithms.join(","),
-            if issuer.audiences.is_empty() { "any".to_owned() } else { issuer.audiences.join(",") }
+            if issuer.audiences.is_empty() {
+                "any".to_owned()
+            } else {
+                issuer.audiences.join(",")
+            }
         );
     }
     let public = config.routes.iter().filter(|r| r.value.public).count();
-    let _ = writeln!(out, "  routes: {} ({public} public); unmatched requests are denied", config.routes.len());
+    let _ = writeln!(
+        out,
+        "  routes: {} ({public} public); unmatched requests are denied",
+        config.routes.len()
+    );
     for warning in warnings(config) {
         let _ = writeln!(out, "  warning: {warning}");
     }

@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive() {
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-            assert_eq!(from_map(&format!("{scheme} a.b.c")), Ok(Credential::Bearer("a.b.c")));
+            assert_eq!(
+                from_map(&format!("{scheme} a.b.c")),
+                Ok(Credential::Bearer("a.b.c"))
+            );
         }
     }
 
@@ -110,33 +113,61 @@ mod tests {
 
     #[test]
     fn comma_joined_values_are_refused_as_multiple() {
-        assert_eq!(from_map("Bearer a.b.c,Bearer d.e.f"), Err(CredentialError::Multiple));
-        assert_eq!(from_map("Basic x,Bearer a.b.c"), Err(CredentialError::Multiple));
+        assert_eq!(
+            from_map("Bearer a.b.c,Bearer d.e.f"),
+            Err(CredentialError::Multiple)
+        );
+        assert_eq!(
+            from_map("Basic x,Bearer a.b.c"),
+            Err(CredentialError::Multiple)
+        );
     }
 
     #[test]
     fn repeated_raw_headers_are_refused_as_multiple() {
-        let headers = [raw("authorization", b"Bearer a.b.c"), raw("Authorization", b"Bearer a.b.c")];
+        let headers = [
+            raw("authorization", b"Bearer a.b.c"),
+            raw("Authorization", b"Bearer a.b.c"),
+        ];
         assert_eq!(find(Headers::Raw(&headers)), Err(CredentialError::Multiple));
     }
 
     #[test]
     fn raw_header_value_is_read() {
         let headers = [raw(":path", b"/"), raw("authorization", b"Bearer x.y.z")];
-        assert_eq!(find(Headers::Raw(&headers)), Ok(Credential::Bearer("x.y.z")));
+        assert_eq!(
+            find(Headers::Raw(&headers)),
+            Ok(Credential::Bearer("x.y.z"))
+        );
     }
 
     #[test]
     fn malformed_bearer_values_are_refused() {
-        for value in ["Bearer", "Bearer ", "Bearer a.b c", "Bearer a\"b", "Bearer a;b"] {
-            assert_eq!(from_map(value), Err(CredentialError::Malformed), "{value:?}");
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a.b c",
+            "Bearer a\"b",
+            "Bearer a;b",
+        ] {
+            assert_eq!(
+                from_map(value),
+                Err(CredentialError::Malformed),
+                "{value:?}"
+            );
         }
         let headers = [raw("authorization", b"Bearer \xff\xfe")];
-        assert_eq!(find(Headers::Raw(&headers)), Err(CredentialError::Malformed));
+        assert_eq!(
+            find(Headers::Raw(&headers)),
+            Err(CredentialError::Malformed)
+        );
     }
 
     #[test]
     fn extra_spaces_around_the_token_are_tolerated() {
-        assert_eq!(from_map("Bearer   a.b.c  "), Ok(Credential::Bearer("a.b.c")));
+        assert_eq!(
+            from_map("Bearer   a.b.c  "),
+            Ok(Credential::Bearer("a.b.c"))
+        );
     }
 }

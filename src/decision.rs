@@ -183,7 +183,10 @@ mod tests {
     #[test]
     fn bad_token_is_401_invalid_token() {
         let a = Reason::InvalidToken(TokenError::Expired).answer();
-        assert_eq!((a.status, a.challenge, a.code), (401, Challenge::Error("invalid_token"), "token_expired"));
+        assert_eq!(
+            (a.status, a.challenge, a.code),
+            (401, Challenge::Error("invalid_token"), "token_expired")
+        );
     }
 
     #[test]
@@ -196,7 +199,10 @@ mod tests {
     #[test]
     fn two_credentials_are_400_invalid_request() {
         let a = Reason::BadCredential(CredentialError::Multiple).answer();
-        assert_eq!((a.status, a.challenge), (400, Challenge::Error("invalid_request")));
+        assert_eq!(
+            (a.status, a.challenge),
+            (400, Challenge::Error("invalid_request"))
+        );
     }
 
     #[test]

@@ -135,12 +135,17 @@ impl VerifyingKey {
             }
             ("EC", Some(crv @ ("P-256" | "P-384"))) => {
                 let key = DecodingKey::from_ec_components(jwk.x.as_ref()?, jwk.y.as_ref()?);
-                let kind = if crv == "P-256" { KeyKind::EcP256 } else { KeyKind::EcP384 };
+                let kind = if crv == "P-256" {
+                    KeyKind::EcP256
+                } else {
+                    KeyKind::EcP384
+                };
                 (kind, key.ok()?)
             }
-            ("OKP", Some("Ed25519")) => {
-                (KeyKind::Ed25519, DecodingKey::from_ed_components(jwk.x.as_ref()?).ok()?)
-            }
+            ("OKP", Some("Ed25519")) => (
+                KeyKind::Ed25519,
+                DecodingKey::from_ed_components(jwk.x.as_ref()?).ok()?,
+            ),
             _ => return None,
         };
         let key = Self {

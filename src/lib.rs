@@ -22,14 +22,14 @@
 pub mod config;
 pub mod telemetry;
 
-pub mod server;
-pub mod request;
 pub mod check;
 pub mod credential;
-pub mod keys;
-pub mod token;
-pub mod policy;
 pub mod decision;
+pub mod keys;
+pub mod policy;
+pub mod request;
 pub mod respond;
+pub mod server;
+pub mod token;
 
 pub mod dev;

@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, default_value = "demo")]
         realm: String,
     },
+    /// FOR LOCAL USE ONLY: an upstream that answers every request with the
+    /// method, path and headers it received, as JSON.
+    DevUpstream {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+    },
     /// FOR LOCAL USE ONLY: run Envoy, portcullis, a development issuer and an echo
     /// upstream, send requests as different users, print the outcomes, stop.
     Demo {
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Serve { config } => run(serve(config)),
         Command::DevIssuer { listen, realm } => run(dev_issuer(listen, realm)),
+        Command::DevUpstream { listen } => run(dev_upstream(listen)),
         Command::Demo { envoy } => run(demo(envoy)),
     }
 }
@@ -81,7 +89,10 @@ fn run(job: impl Future<Output = ExitCode>) -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
-            print!("{}", portcullis::config::summary(&config, &path.display().to_string()));
+            print!(
+                "{}",
+                portcullis::config::summary(&config, &path.display().to_string())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -154,7 +165,10 @@ async fn dev_issuer(listen: std::net::SocketAddr, realm: String) -> ExitCode {
     };
     println!("DEVELOPMENT ISSUER, FOR LOCAL USE ONLY: it signs a token for anyone who asks.");
     println!("issuer:    {}", issuer.issuer());
-    println!("discovery: {}/.well-known/openid-configuration", issuer.issuer());
+    println!(
+        "discovery: {}/.well-known/openid-configuration",
+        issuer.issuer()
+    );
     println!(
         "a token:   curl -s -d grant_type=password -d username=alice {}/protocol/openid-connect/token",
         issuer.issuer()
@@ -162,6 +176,28 @@ async fn dev_issuer(listen: std::net::SocketAddr, realm: String) -> ExitCode {
     println!("users:     alice, bob; client: billing-batch (grant_type=client_credentials)");
     let served = axum::serve(listener, issuer.router()).with_graceful_shutdown(shutdown_signal());
     match served.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev_upstream(listen: std::net::SocketAddr) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("portcullis: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Echo upstream, FOR LOCAL USE ONLY, on http://{listen}");
+    let router = portcullis::dev::upstream::router();
+    match axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e}");

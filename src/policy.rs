@@ -105,7 +105,12 @@ impl Route {
         };
         Self {
             name: Arc::from(config.name.as_str()),
-            hosts: config.matcher.hosts.iter().map(|h| HostMatch::compile(h)).collect(),
+            hosts: config
+                .matcher
+                .hosts
+                .iter()
+                .map(|h| HostMatch::compile(h))
+                .collect(),
             path: PathMatch::compile(&config.matcher),
             methods: config.matcher.methods.clone(),
             access,
@@ -181,7 +186,10 @@ impl Requirements {
             return Err(Unmet::RealmRole(role.clone()));
         }
         for (client, roles) in &self.client_roles {
-            let held = claims.resource_access.get(client).map_or(&[][..], |r| &r.roles);
+            let held = claims
+                .resource_access
+                .get(client)
+                .map_or(&[][..], |r| &r.roles);
             if let Some(role) = roles.iter().find(|r| !held.contains(r)) {
                 return Err(Unmet::ClientRole {
                     client: client.clone(),

@@ -200,7 +200,8 @@ fn decode_segment(segment: &str) -> Result<(String, bool), PathError> {
     while let Some(c) = chars.next() {
         match c {
             '%' => {
-                let value = decode_hex_pair(chars.next(), chars.next()).ok_or(PathError::BadEscape)?;
+                let value =
+                    decode_hex_pair(chars.next(), chars.next()).ok_or(PathError::BadEscape)?;
                 had_escape = true;
                 push_escaped(&mut out, value)?;
             }

@@ -105,7 +105,9 @@ fn log_decision(decision: &Decision, request: &Request<'_>) {
 }
 
 fn unix_now() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
@@ -151,7 +153,11 @@ pub async fn serve(
     let client = fetch::http_client()?;
     let mut background = tokio::task::JoinSet::new();
     for (source, keys) in &runtime.issuers {
-        background.spawn(fetch::refresh_forever(source.clone(), keys.clone(), client.clone()));
+        background.spawn(fetch::refresh_forever(
+            source.clone(),
+            keys.clone(),
+            client.clone(),
+        ));
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
@@ -170,7 +176,9 @@ pub async fn serve(
 
 async fn report(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    reporter.set_service_status(AUTHORIZATION_SERVICE, status).await;
+    reporter
+        .set_service_status(AUTHORIZATION_SERVICE, status)
+        .await;
 }
 
 /// Reports SERVING once every issuer has keys.

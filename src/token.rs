@@ -246,19 +246,36 @@ impl TrustedIssuer {
             .ok_or_else(|| TokenError::AlgorithmNotAllowed(truncate(name, 16)))
     }
 
-    fn verify_signature(&self, parts: &Parts<'_>, kid: &str, alg: Algorithm) -> Result<(), TokenError> {
-        let keys = self.keys.load().ok_or_else(|| TokenError::KeysUnavailable {
-            issuer: self.name.clone(),
-        })?;
+    fn verify_signature(
+        &self,
+        parts: &Parts<'_>,
+        kid: &str,
+        alg: Algorithm,
+    ) -> Result<(), TokenError> {
+        let keys = self
+            .keys
+            .load()
+            .ok_or_else(|| TokenError::KeysUnavailable {
+                issuer: self.name.clone(),
+            })?;
         let mut candidates = keys.candidates(kid, alg).peekable();
         if candidates.peek().is_none() {
             return Err(TokenError::UnknownKey);
         }
         let verified = candidates.any(|key| {
-            jsonwebtoken::crypto::verify(parts.signature, parts.signing_input.as_bytes(), &key.key, alg)
-                .unwrap_or(false)
+            jsonwebtoken::crypto::verify(
+                parts.signature,
+                parts.signing_input.as_bytes(),
+                &key.key,
+                alg,
+            )
+            .unwrap_or(false)
         });
-        if verified { Ok(()) } else { Err(TokenError::BadSignature) }
+        if verified {
+            Ok(())
+        } else {
+            Err(TokenError::BadSignature)
+        }
     }
 
     fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
@@ -271,7 +288,9 @@ impl TrustedIssuer {
             return Err(TokenError::NotYetValid);
         }
         if claims.typ.as_deref() != Some("Bearer") {
-            return Err(TokenError::WrongType(claims.typ.as_deref().map(|t| truncate(t, 16))));
+            return Err(TokenError::WrongType(
+                claims.typ.as_deref().map(|t| truncate(t, 16)),
+            ));
         }
         if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
             return Err(TokenError::WrongAudience);

@@ -5,6 +5,8 @@
 //!
 //! A missing Envoy fails these tests; it never skips them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use portcullis::dev::envoy::find_binary;
 use portcullis::dev::issuer::{self, DevIssuer};
 use portcullis::dev::stack::{Stack, StackOptions, unix_now};
@@ -15,7 +17,8 @@ async fn start() -> Stack {
 }
 
 async fn start_with(tweak: impl FnOnce(&mut Value)) -> Stack {
-    let envoy = find_binary().expect("Envoy is required: run scripts/install-envoy or set PORTCULLIS_ENVOY");
+    let envoy = find_binary()
+        .expect("Envoy is required: run scripts/install-envoy or set PORTCULLIS_ENVOY");
     Stack::start_with(&StackOptions::demo(&envoy), tweak)
         .await
         .unwrap_or_else(|e| panic!("stack did not start: {e}"))
@@ -32,7 +35,11 @@ impl Reply {
     fn upstream_header(&self, name: &str) -> Vec<String> {
         self.body["headers"][name]
             .as_array()
-            .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -78,12 +85,19 @@ async fn envoy_forwards_or_refuses_on_portcullis_decisions() {
 
     let anonymous = send(&stack, "GET", "/orders/1", &[]).await;
     assert_eq!(anonymous.status, 401, "protected route, no token");
-    assert_eq!(anonymous.www_authenticate.as_deref(), Some("Bearer realm=\"demo\""));
+    assert_eq!(
+        anonymous.www_authenticate.as_deref(),
+        Some("Bearer realm=\"demo\"")
+    );
     assert_eq!(anonymous.body["error"], "missing_token");
 
     let alice = bearer(&stack, "alice");
     let allowed = send(&stack, "GET", "/orders/1", &[("authorization", &alice)]).await;
-    assert_eq!(allowed.status, 200, "valid token with the role: {:?}", allowed.body);
+    assert_eq!(
+        allowed.status, 200,
+        "valid token with the role: {:?}",
+        allowed.body
+    );
     let sub = issuer::user("alice").unwrap().sub;
     assert_eq!(allowed.upstream_header("x-portcullis-subject"), [sub]);
     assert_eq!(allowed.upstream_header("x-portcullis-username"), ["alice"]);
@@ -91,13 +105,22 @@ async fn envoy_forwards_or_refuses_on_portcullis_decisions() {
         allowed.upstream_header("x-portcullis-realm-roles"),
         ["default-roles-demo,offline_access,orders-reader"]
     );
-    assert_eq!(allowed.upstream_header("authorization"), [alice.as_str()], "the token is forwarded");
+    assert_eq!(
+        allowed.upstream_header("authorization"),
+        [alice.as_str()],
+        "the token is forwarded"
+    );
 
     let bob = bearer(&stack, "bob");
     let forbidden = send(&stack, "GET", "/orders/1", &[("authorization", &bob)]).await;
     assert_eq!(forbidden.status, 403, "valid token without the role");
     assert_eq!(forbidden.body["error"], "missing_realm_role");
-    assert!(forbidden.www_authenticate.unwrap().contains("error=\"insufficient_scope\""));
+    assert!(
+        forbidden
+            .www_authenticate
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
 
     stack.stop().await;
 }
@@ -105,27 +128,57 @@ async fn envoy_forwards_or_refuses_on_portcullis_decisions() {
 #[tokio::test]
 async fn envoy_refuses_expired_foreign_misaddressed_and_id_tokens() {
     let stack = start().await;
-    let other_realm = DevIssuer::generate(&stack.issuer.issuer().replace("/realms/demo", ""), "other").unwrap();
+    let other_realm =
+        DevIssuer::generate(&stack.issuer.issuer().replace("/realms/demo", ""), "other").unwrap();
     let cases = [
-        ("expired", token_for(&stack.issuer, "alice", |c| {
-            c["iat"] = json!(unix_now() - 900);
-            c["exp"] = json!(unix_now() - 600);
-        }), "token_expired"),
-        ("wrong issuer", token_for(&other_realm, "alice", |_| {}), "unknown_issuer"),
-        ("wrong audience", token_for(&stack.issuer, "alice", |c| c["aud"] = json!(["billing-api", "account"])), "wrong_audience"),
-        ("account audience only", token_for(&stack.issuer, "alice", |c| c["aud"] = json!("account")), "wrong_audience"),
-        ("ID token", token_for(&stack.issuer, "alice", |c| {
-            c["typ"] = json!("ID");
-            c["aud"] = json!("orders-api");
-        }), "not_an_access_token"),
-        ("not a JWT", "Bearer not-a-jwt".to_owned(), "token_malformed"),
+        (
+            "expired",
+            token_for(&stack.issuer, "alice", |c| {
+                c["iat"] = json!(unix_now() - 900);
+                c["exp"] = json!(unix_now() - 600);
+            }),
+            "token_expired",
+        ),
+        (
+            "wrong issuer",
+            token_for(&other_realm, "alice", |_| {}),
+            "unknown_issuer",
+        ),
+        (
+            "wrong audience",
+            token_for(&stack.issuer, "alice", |c| {
+                c["aud"] = json!(["billing-api", "account"])
+            }),
+            "wrong_audience",
+        ),
+        (
+            "account audience only",
+            token_for(&stack.issuer, "alice", |c| c["aud"] = json!("account")),
+            "wrong_audience",
+        ),
+        (
+            "ID token",
+            token_for(&stack.issuer, "alice", |c| {
+                c["typ"] = json!("ID");
+                c["aud"] = json!("orders-api");
+            }),
+            "not_an_access_token",
+        ),
+        (
+            "not a JWT",
+            "Bearer not-a-jwt".to_owned(),
+            "token_malformed",
+        ),
     ];
     for (case, token, code) in cases {
         let reply = send(&stack, "GET", "/me", &[("authorization", &token)]).await;
         assert_eq!(reply.status, 401, "{case}");
         assert_eq!(reply.body["error"], code, "{case}");
         let challenge = reply.www_authenticate.unwrap_or_default();
-        assert!(challenge.contains("error=\"invalid_token\""), "{case}: {challenge}");
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{case}: {challenge}"
+        );
     }
     stack.stop().await;
 }
@@ -143,7 +196,10 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let public = send(&stack, "GET", "/docs", &forged).await;
     assert_eq!(public.status, 200);
     for (name, _) in forged {
-        assert!(public.upstream_header(name).is_empty(), "public route passed {name}");
+        assert!(
+            public.upstream_header(name).is_empty(),
+            "public route passed {name}"
+        );
     }
 
     let bob = bearer(&stack, "bob");
@@ -151,9 +207,15 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     headers.push(("authorization", &bob));
     let protected = send(&stack, "GET", "/me", &headers).await;
     assert_eq!(protected.status, 200);
-    assert_eq!(protected.upstream_header("x-portcullis-subject"), [issuer::user("bob").unwrap().sub]);
+    assert_eq!(
+        protected.upstream_header("x-portcullis-subject"),
+        [issuer::user("bob").unwrap().sub]
+    );
     assert_eq!(protected.upstream_header("x-portcullis-username"), ["bob"]);
-    assert_eq!(protected.upstream_header("x-portcullis-realm-roles"), ["default-roles-demo,offline_access"]);
+    assert_eq!(
+        protected.upstream_header("x-portcullis-realm-roles"),
+        ["default-roles-demo,offline_access"]
+    );
     assert_eq!(protected.upstream_header("x-portcullis-issuer"), ["demo"]);
     stack.stop().await;
 }
@@ -173,7 +235,10 @@ async fn two_authorization_headers_are_refused_in_both_header_shapes() {
             .unwrap();
         assert_eq!(response.status(), 400, "encode_raw_headers: {raw}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "multiple_credentials", "encode_raw_headers: {raw}");
+        assert_eq!(
+            body["error"], "multiple_credentials",
+            "encode_raw_headers: {raw}"
+        );
 
         let one = send(&stack, "GET", "/orders/1", &[("authorization", &alice)]).await;
         assert_eq!(one.status, 200, "encode_raw_headers: {raw}");
@@ -187,13 +252,25 @@ async fn paths_are_matched_as_the_upstream_will_read_them() {
     let alice = bearer(&stack, "alice");
     // Envoy normalizes dot segments and slashes before portcullis sees them.
     let climb = send(&stack, "GET", "/docs/../orders/1", &[]).await;
-    assert_eq!(climb.status, 401, "a public prefix cannot be climbed out of");
+    assert_eq!(
+        climb.status, 401,
+        "a public prefix cannot be climbed out of"
+    );
     let doubled = send(&stack, "GET", "//orders//1", &[]).await;
     assert_eq!(doubled.status, 401);
     let encoded = send(&stack, "GET", "/docs/..%2forders", &[]).await;
     assert_eq!(encoded.status, 400, "encoded slashes are refused");
-    let boundary = send(&stack, "GET", "/administrator", &[("authorization", &alice)]).await;
-    assert_eq!((boundary.status, boundary.body["error"].as_str()), (403, Some("no_route")));
+    let boundary = send(
+        &stack,
+        "GET",
+        "/administrator",
+        &[("authorization", &alice)],
+    )
+    .await;
+    assert_eq!(
+        (boundary.status, boundary.body["error"].as_str()),
+        (403, Some("no_route"))
+    );
     stack.stop().await;
 }
 

@@ -2,9 +2,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as AttrRequest};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
 use serde_json::json;
 
 use super::*;
@@ -86,31 +88,56 @@ fn bearer(user: &str) -> String {
 
 #[test]
 fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
-    let allow = allowed(decide("GET", "/docs/x", &[("x-portcullis-subject", "forged")]));
+    let allow = allowed(decide(
+        "GET",
+        "/docs/x",
+        &[("x-portcullis-subject", "forged")],
+    ));
     assert_eq!(&*allow.route, "docs");
     assert!(allow.set_headers.is_empty());
-    assert!(allow.remove_headers.contains(&"x-portcullis-subject".to_owned()));
+    assert!(
+        allow
+            .remove_headers
+            .contains(&"x-portcullis-subject".to_owned())
+    );
     assert_eq!(allow.remove_headers.len(), 5);
 }
 
 #[test]
 fn a_public_route_ignores_even_a_broken_token() {
-    allowed(decide("GET", "/docs", &[("authorization", "Bearer garbage")]));
+    allowed(decide(
+        "GET",
+        "/docs",
+        &[("authorization", "Bearer garbage")],
+    ));
 }
 
 #[test]
 fn a_protected_route_without_a_token_is_missing_token() {
     assert_eq!(denied(decide("GET", "/orders", &[])), Reason::MissingToken);
-    assert_eq!(denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")])), Reason::MissingToken);
+    assert_eq!(
+        denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")])),
+        Reason::MissingToken
+    );
 }
 
 #[test]
 fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
-    let allow = allowed(decide("GET", "/orders/1", &[("authorization", &bearer("alice"))]));
+    let allow = allowed(decide(
+        "GET",
+        "/orders/1",
+        &[("authorization", &bearer("alice"))],
+    ));
     let headers: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
     assert_eq!(headers["x-portcullis-username"], "alice");
-    assert_eq!(headers["x-portcullis-subject"], issuer::user("alice").unwrap().sub);
-    assert_eq!(headers["x-portcullis-realm-roles"], "default-roles-demo,offline_access,orders-reader");
+    assert_eq!(
+        headers["x-portcullis-subject"],
+        issuer::user("alice").unwrap().sub
+    );
+    assert_eq!(
+        headers["x-portcullis-realm-roles"],
+        "default-roles-demo,offline_access,orders-reader"
+    );
     assert_eq!(headers["x-portcullis-client"], "web-frontend");
     assert_eq!(headers["x-portcullis-issuer"], "demo");
     assert!(allow.remove_headers.is_empty());
@@ -118,8 +145,15 @@ fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
 
 #[test]
 fn a_valid_token_without_the_role_is_insufficient() {
-    let reason = denied(decide("GET", "/orders", &[("authorization", &bearer("bob"))]));
-    assert_eq!(reason, Reason::Insufficient(Unmet::RealmRole("orders-reader".into())));
+    let reason = denied(decide(
+        "GET",
+        "/orders",
+        &[("authorization", &bearer("bob"))],
+    ));
+    assert_eq!(
+        reason,
+        Reason::Insufficient(Unmet::RealmRole("orders-reader".into()))
+    );
 }
 
 #[test]
@@ -132,12 +166,19 @@ fn two_tokens_are_an_invalid_request() {
 #[test]
 fn an_invalid_token_is_denied_with_its_reason() {
     let reason = denied(decide("GET", "/me", &[("authorization", "Bearer a.b.c")]));
-    assert!(matches!(reason, Reason::InvalidToken(TokenError::Malformed(_))));
+    assert!(matches!(
+        reason,
+        Reason::InvalidToken(TokenError::Malformed(_))
+    ));
 }
 
 #[test]
 fn unmatched_requests_are_denied() {
-    let reason = denied(decide("GET", "/administrator", &[("authorization", &bearer("alice"))]));
+    let reason = denied(decide(
+        "GET",
+        "/administrator",
+        &[("authorization", &bearer("alice"))],
+    ));
     assert_eq!(reason, Reason::NoRoute);
 }
 
@@ -166,6 +207,14 @@ fn claims_that_cannot_be_header_values_are_removed_not_set() {
     assert!(!set.contains_key("x-portcullis-username"));
     assert!(!set.contains_key("x-portcullis-subject"));
     assert_eq!(set["x-portcullis-realm-roles"], "orders-reader");
-    assert!(allow.remove_headers.contains(&"x-portcullis-username".to_owned()));
-    assert!(allow.remove_headers.contains(&"x-portcullis-subject".to_owned()));
+    assert!(
+        allow
+            .remove_headers
+            .contains(&"x-portcullis-username".to_owned())
+    );
+    assert!(
+        allow
+            .remove_headers
+            .contains(&"x-portcullis-subject".to_owned())
+    );
 }

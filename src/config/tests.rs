@@ -20,12 +20,19 @@ fn with_route(route: &str) -> String {
 #[test]
 fn the_shipped_example_configurations_are_valid() {
     for (name, text) in [
-        ("config/portcullis.yaml", include_str!("../../config/portcullis.yaml")),
+        (
+            "config/portcullis.yaml",
+            include_str!("../../config/portcullis.yaml"),
+        ),
         ("config/demo.yaml", include_str!("../../config/demo.yaml")),
     ] {
         let config = Config::from_yaml(text, name).unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.routes.is_empty());
-        assert!(warnings(&config).is_empty(), "{name}: {:?}", warnings(&config));
+        assert!(
+            warnings(&config).is_empty(),
+            "{name}: {:?}",
+            warnings(&config)
+        );
     }
 }
 
@@ -38,14 +45,24 @@ fn defaults_are_applied() {
     assert_eq!(config.identity_headers.subject, "x-portcullis-subject");
     let issuer = &config.issuers[0].value;
     assert_eq!(issuer.algorithms, ["RS256"]);
-    assert_eq!((issuer.clock_skew_seconds, issuer.refresh_interval_seconds), (30, 300));
+    assert_eq!(
+        (issuer.clock_skew_seconds, issuer.refresh_interval_seconds),
+        (30, 300)
+    );
 }
 
 #[test]
 fn unknown_keys_are_refused_with_their_line() {
-    let e = invalid(&with_route("    match: { path_prefix: / }\n    requires: { realm_roles: [x] }\n"));
-    assert!(e.contains("line 6") && e.contains("unknown field `requires`"), "{e}");
-    let e = invalid(&format!("{ISSUER}routes: []\nlisten: {{ grcp: '0.0.0.0:1' }}\n"));
+    let e = invalid(&with_route(
+        "    match: { path_prefix: / }\n    requires: { realm_roles: [x] }\n",
+    ));
+    assert!(
+        e.contains("line 6") && e.contains("unknown field `requires`"),
+        "{e}"
+    );
+    let e = invalid(&format!(
+        "{ISSUER}routes: []\nlisten: {{ grcp: '0.0.0.0:1' }}\n"
+    ));
     assert!(e.contains("unknown field `grcp`"), "{e}");
 }
 
@@ -60,21 +77,60 @@ fn malformed_yaml_is_refused_with_its_line() {
 #[test]
 fn route_errors_name_the_route_and_field() {
     let cases = [
-        ("    match: { path_prefix: admin }\n", "match.path_prefix", "must start with '/'"),
+        (
+            "    match: { path_prefix: admin }\n",
+            "match.path_prefix",
+            "must start with '/'",
+        ),
         ("    match: { path: /a/../b }\n", "match.path", "normalized"),
         ("    match: { path: '/a%2fb' }\n", "match.path", "ambiguous"),
-        ("    match: { path: /a, path_prefix: /b }\n", "match.path", "exactly one"),
-        ("    match: { methods: [GET] }\n", "match.path", "exactly one"),
-        ("    match: { path: /a, methods: [get] }\n", "match.methods[0]", "unknown method"),
-        ("    match: { path: /a, hosts: ['a b'] }\n", "match.hosts[0]", "host"),
-        ("    match: { path: /a }\n    public: true\n    require: {}\n", "require", "public route"),
-        ("    match: { path: /a }\n    require: { scopes: ['a b'] }\n", "require.scopes", "space"),
-        ("    match: { path: /a }\n    require: { realm_roles: [''] }\n", "require.realm_roles", "empty"),
-        ("    match: { path: /a }\n    require: { client_roles: { api: [] } }\n", "require.client_roles.api", "at least one"),
+        (
+            "    match: { path: /a, path_prefix: /b }\n",
+            "match.path",
+            "exactly one",
+        ),
+        (
+            "    match: { methods: [GET] }\n",
+            "match.path",
+            "exactly one",
+        ),
+        (
+            "    match: { path: /a, methods: [get] }\n",
+            "match.methods[0]",
+            "unknown method",
+        ),
+        (
+            "    match: { path: /a, hosts: ['a b'] }\n",
+            "match.hosts[0]",
+            "host",
+        ),
+        (
+            "    match: { path: /a }\n    public: true\n    require: {}\n",
+            "require",
+            "public route",
+        ),
+        (
+            "    match: { path: /a }\n    require: { scopes: ['a b'] }\n",
+            "require.scopes",
+            "space",
+        ),
+        (
+            "    match: { path: /a }\n    require: { realm_roles: [''] }\n",
+            "require.realm_roles",
+            "empty",
+        ),
+        (
+            "    match: { path: /a }\n    require: { client_roles: { api: [] } }\n",
+            "require.client_roles.api",
+            "at least one",
+        ),
     ];
     for (route, field, message) in cases {
         let e = invalid(&with_route(route));
-        assert!(e.contains(&format!("routes[0] \"r\" (line 4): {field}")), "{e}");
+        assert!(
+            e.contains(&format!("routes[0] \"r\" (line 4): {field}")),
+            "{e}"
+        );
         assert!(e.contains(message), "{e}");
     }
 }
@@ -83,17 +139,61 @@ fn route_errors_name_the_route_and_field() {
 fn issuer_errors_name_the_issuer_and_field() {
     let route = "routes:\n  - { name: r, match: { path_prefix: / } }\n";
     let cases = [
-        ("{ name: a, issuer: 'https://i' }", "jwks_url", "exactly one"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', discovery_url: 'https://d' }", "jwks_url", "exactly one"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'ftp://k' }", "jwks_url", "scheme"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'not a url' }", "jwks_url", "not a URL"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'http://keycloak:8080/k' }", "jwks_url", "loopback"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [HS256] }", "algorithms[0]", "unsupported"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [none] }", "algorithms[0]", "unsupported"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [] }", "algorithms", "at least one"),
-        ("{ name: a, issuer: '', jwks_url: 'https://k' }", "issuer", "exact"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', clock_skew_seconds: 3600 }", "clock_skew_seconds", "300"),
-        ("{ name: a, issuer: 'https://i', jwks_url: 'https://k', refresh_interval_seconds: 1 }", "refresh_interval_seconds", "between"),
+        (
+            "{ name: a, issuer: 'https://i' }",
+            "jwks_url",
+            "exactly one",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', discovery_url: 'https://d' }",
+            "jwks_url",
+            "exactly one",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'ftp://k' }",
+            "jwks_url",
+            "scheme",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'not a url' }",
+            "jwks_url",
+            "not a URL",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'http://keycloak:8080/k' }",
+            "jwks_url",
+            "loopback",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [HS256] }",
+            "algorithms[0]",
+            "unsupported",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [none] }",
+            "algorithms[0]",
+            "unsupported",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', algorithms: [] }",
+            "algorithms",
+            "at least one",
+        ),
+        (
+            "{ name: a, issuer: '', jwks_url: 'https://k' }",
+            "issuer",
+            "exact",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', clock_skew_seconds: 3600 }",
+            "clock_skew_seconds",
+            "300",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', refresh_interval_seconds: 1 }",
+            "refresh_interval_seconds",
+            "between",
+        ),
     ];
     for (issuer, field, message) in cases {
         let e = invalid(&format!("issuers:\n  - {issuer}\n{route}"));
@@ -137,8 +237,18 @@ fn no_routes_and_bad_top_level_values_are_refused() {
     let route = "routes:\n  - { name: r, match: { path_prefix: / }, public: true }\n";
     assert!(invalid(&format!("realm: 'a\"b'\n{route}")).contains("realm"));
     assert!(invalid(&format!("max_token_bytes: 10\n{route}")).contains("max_token_bytes"));
-    assert!(invalid(&format!("identity_headers: {{ subject: 'X-User' }}\n{route}")).contains("identity_headers.subject"));
-    assert!(invalid(&format!("identity_headers: {{ username: authorization }}\n{route}")).contains("reserved"));
+    assert!(
+        invalid(&format!(
+            "identity_headers: {{ subject: 'X-User' }}\n{route}"
+        ))
+        .contains("identity_headers.subject")
+    );
+    assert!(
+        invalid(&format!(
+            "identity_headers: {{ username: authorization }}\n{route}"
+        ))
+        .contains("reserved")
+    );
     assert!(invalid(&format!("listen: {{ grpc: 'nowhere' }}\n{route}")).contains("line 1"));
 }
 

@@ -36,7 +36,11 @@ const STEPS: &[Step] = &[
     step("GET", "/orders/1001", Token::None),
     step("GET", "/orders/1001", Token::User("alice")),
     step("GET", "/orders/1001", Token::User("bob")),
-    step("POST", "/orders", Token::User("service-account-billing-batch")),
+    step(
+        "POST",
+        "/orders",
+        Token::User("service-account-billing-batch"),
+    ),
     step("POST", "/orders", Token::User("bob")),
     step("GET", "/admin/users", Token::User("alice")),
     step("GET", "/administrator", Token::User("alice")),
@@ -69,7 +73,10 @@ pub async fn run(envoy_binary: &Path) -> Result<(), DevError> {
         stack.issuer.issuer()
     );
     println!();
-    println!("{:<6} {:<22} {:<42} {:<6} RESULT", "METHOD", "PATH", "WHO", "STATUS");
+    println!(
+        "{:<6} {:<22} {:<42} {:<6} RESULT",
+        "METHOD", "PATH", "WHO", "STATUS"
+    );
     let result = run_steps(&stack).await;
     stack.stop().await;
     println!();
@@ -126,7 +133,13 @@ fn outcome(status: u16, body: &Value) -> String {
         let header = |name: &str| {
             body["headers"][name]
                 .as_array()
-                .map(|values| values.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" | "))
+                .map(|values| {
+                    values
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
                 .unwrap_or_else(|| "-".to_owned())
         };
         return format!(

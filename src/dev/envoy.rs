@@ -59,7 +59,11 @@ pub fn find_binary() -> Result<PathBuf, DevError> {
 }
 
 /// Parses an Envoy YAML configuration and points it at local servers.
-pub fn local_config(yaml: &str, authz: SocketAddr, upstream: SocketAddr) -> Result<Value, DevError> {
+pub fn local_config(
+    yaml: &str,
+    authz: SocketAddr,
+    upstream: SocketAddr,
+) -> Result<Value, DevError> {
     let mut config: Value = serde_saphyr::from_str(yaml)
         .map_err(|e| DevError::Envoy(format!("config/envoy.yaml does not parse: {e}")))?;
     let loopback_any = json!({ "address": "127.0.0.1", "port_value": 0 });
@@ -82,7 +86,9 @@ fn point_cluster(config: &mut Value, name: &str, addr: SocketAddr) -> Result<(),
         .and_then(|cs| cs.iter_mut().find(|c| c["name"] == name))
         .ok_or_else(missing)?;
     let socket = json!({ "address": addr.ip().to_string(), "port_value": addr.port() });
-    let endpoints = cluster["load_assignment"]["endpoints"].as_array_mut().ok_or_else(missing)?;
+    let endpoints = cluster["load_assignment"]["endpoints"]
+        .as_array_mut()
+        .ok_or_else(missing)?;
     for group in endpoints {
         for lb in group["lb_endpoints"].as_array_mut().ok_or_else(missing)? {
             lb["endpoint"]["address"]["socket_address"] = socket.clone();
@@ -96,16 +102,24 @@ impl Envoy {
     pub async fn start(binary: &Path, config: &Value) -> Result<Self, DevError> {
         let dir = scratch_dir()?;
         let config_path = dir.join("envoy.json");
-        std::fs::write(&config_path, config.to_string()).map_err(DevError::io("write envoy config"))?;
+        std::fs::write(&config_path, config.to_string())
+            .map_err(DevError::io("write envoy config"))?;
         let admin_path = dir.join("admin-address");
-        let log = std::fs::File::create(dir.join("envoy.log")).map_err(DevError::io("create envoy log"))?;
+        let log = std::fs::File::create(dir.join("envoy.log"))
+            .map_err(DevError::io("create envoy log"))?;
         let log_err = log.try_clone().map_err(DevError::io("clone envoy log"))?;
         let child = tokio::process::Command::new(binary)
             .arg("--config-path")
             .arg(&config_path)
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warning"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+            ])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -128,7 +142,11 @@ impl Envoy {
     async fn wait_ready(&mut self, admin_path: &Path) -> Result<(), DevError> {
         let client = reqwest::Client::new();
         loop {
-            if let Some(status) = self.child.try_wait().map_err(DevError::io("wait for envoy"))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(DevError::io("wait for envoy"))?
+            {
                 return Err(DevError::Envoy(format!("exited with {status}")));
             }
             if let Some(admin) = read_admin_address(admin_path) {

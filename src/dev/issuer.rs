@@ -51,7 +51,10 @@ pub const USERS: &[DevUser] = &[
         username: "alice",
         sub: "6f1c2c4e-3b0a-4c8e-9a57-4d2f1a9e0a11",
         realm_roles: &["default-roles-demo", "offline_access", "orders-reader"],
-        client_roles: &[("orders-api", &["orders-writer"]), ("account", &["view-profile"])],
+        client_roles: &[
+            ("orders-api", &["orders-writer"]),
+            ("account", &["view-profile"]),
+        ],
         scope: "openid profile email orders:read",
         azp: "web-frontend",
     },
@@ -181,7 +184,12 @@ impl DevIssuer {
     }
 
     /// An access token for a built-in user.
-    pub fn access_token(&self, user: &DevUser, audience: &[&str], now: i64) -> Result<String, DevError> {
+    pub fn access_token(
+        &self,
+        user: &DevUser,
+        audience: &[&str],
+        now: i64,
+    ) -> Result<String, DevError> {
         self.sign_claims(&self.access_claims(user, audience, now))
     }
 
@@ -190,9 +198,18 @@ impl DevIssuer {
         use axum::routing::{get, post};
         let realm = format!("/realms/{}", self.realm);
         axum::Router::new()
-            .route(&format!("{realm}/.well-known/openid-configuration"), get(discovery))
-            .route(&format!("{realm}/protocol/openid-connect/certs"), get(certs))
-            .route(&format!("{realm}/protocol/openid-connect/token"), post(token))
+            .route(
+                &format!("{realm}/.well-known/openid-configuration"),
+                get(discovery),
+            )
+            .route(
+                &format!("{realm}/protocol/openid-connect/certs"),
+                get(certs),
+            )
+            .route(
+                &format!("{realm}/protocol/openid-connect/token"),
+                post(token),
+            )
             .with_state(self)
     }
 }
@@ -223,7 +240,9 @@ async fn token(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let name = match form.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => form.get("client_id").map(|c| format!("service-account-{c}")),
+        Some("client_credentials") => form
+            .get("client_id")
+            .map(|c| format!("service-account-{c}")),
         _ => form.get("username").cloned(),
     };
     let Some(user) = name.as_deref().and_then(user) else {
@@ -272,6 +291,16 @@ fn uuid_like(seed: i64, salt: &str) -> String {
         &aws_lc_rs::digest::SHA256,
         format!("{seed}{salt}").as_bytes(),
     );
-    let h: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    let h: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

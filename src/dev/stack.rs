@@ -83,11 +83,19 @@ impl Stack {
         let issuer_listener = bind().await?;
         let base = format!("http://{}", local_addr(&issuer_listener)?);
         let issuer = Arc::new(DevIssuer::generate(&base, DEMO_REALM)?);
-        shutdown.push(spawn_http(&mut tasks, issuer_listener, issuer.clone().router()));
+        shutdown.push(spawn_http(
+            &mut tasks,
+            issuer_listener,
+            issuer.clone().router(),
+        ));
 
         let upstream_listener = bind().await?;
         let upstream = local_addr(&upstream_listener)?;
-        shutdown.push(spawn_http(&mut tasks, upstream_listener, super::upstream::router()));
+        shutdown.push(spawn_http(
+            &mut tasks,
+            upstream_listener,
+            super::upstream::router(),
+        ));
 
         let config_text = options.portcullis_config.replace(DEMO_ISSUER_BASE, &base);
         let config = Config::from_yaml(&config_text, "portcullis config")
@@ -144,19 +152,27 @@ impl Stack {
 
 /// Seconds since the epoch, now.
 pub fn unix_now() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 async fn bind() -> Result<TcpListener, DevError> {
-    TcpListener::bind("127.0.0.1:0").await.map_err(DevError::io("bind 127.0.0.1:0"))
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DevError::io("bind 127.0.0.1:0"))
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, DevError> {
     listener.local_addr().map_err(DevError::io("local address"))
 }
 
-fn spawn_http(tasks: &mut JoinSet<()>, listener: TcpListener, router: axum::Router) -> oneshot::Sender<()> {
+fn spawn_http(
+    tasks: &mut JoinSet<()>,
+    listener: TcpListener,
+    router: axum::Router,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     tasks.spawn(async move {
         let _ = axum::serve(listener, router)
@@ -175,12 +191,17 @@ async fn wait_serving(addr: SocketAddr) -> Result<(), DevError> {
     let poll = async {
         loop {
             let status = async {
-                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+                let endpoint =
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
                 let mut client = HealthClient::new(endpoint.connect().await.ok()?);
-                let request = HealthCheckRequest { service: String::new() };
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
                 Some(client.check(request).await.ok()?.into_inner().status)
             };
-            if status.await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            if status.await
+                == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

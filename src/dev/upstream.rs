@@ -15,7 +15,9 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> axum::Json<Value>
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in &headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        seen.entry(name.as_str().to_owned()).or_default().push(value);
+        seen.entry(name.as_str().to_owned())
+            .or_default()
+            .push(value);
     }
     axum::Json(json!({
         "method": method.as_str(),

@@ -141,12 +141,11 @@ impl KeySource {
 
     async fn discover(&self, client: &reqwest::Client, url: &str) -> Result<String, FetchError> {
         let body = get_bounded(client, url).await?;
-        let doc: Discovery = serde_json::from_slice(&body).map_err(|source| {
-            FetchError::BadDiscovery {
+        let doc: Discovery =
+            serde_json::from_slice(&body).map_err(|source| FetchError::BadDiscovery {
                 url: url.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         if doc.issuer != self.issuer {
             return Err(FetchError::IssuerMismatch {
                 url: url.to_owned(),
@@ -197,7 +196,9 @@ async fn get_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Fet
             status: response.status().as_u16(),
         });
     }
-    let too_large = || FetchError::TooLarge { url: url.to_owned() };
+    let too_large = || FetchError::TooLarge {
+        url: url.to_owned(),
+    };
     if response.content_length().unwrap_or(0) > MAX_DOCUMENT_BYTES as u64 {
         return Err(too_large());
     }

@@ -27,15 +27,24 @@ fn a_jwks_with_only_an_encryption_key_is_refused() {
     let mut enc = rsa_jwk();
     enc["use"] = json!("enc");
     enc["alg"] = json!("RSA-OAEP");
-    assert!(matches!(parse(json!({"keys": [enc]})), Err(JwksError::NoUsableKey { total: 1 })));
+    assert!(matches!(
+        parse(json!({"keys": [enc]})),
+        Err(JwksError::NoUsableKey { total: 1 })
+    ));
 }
 
 #[test]
 fn documents_that_are_not_jwks_are_refused() {
     for doc in [&b"not json"[..], b"{}", b"{\"keys\": {}}", b"[]", b""] {
-        assert!(matches!(KeySet::from_jwks(doc, SystemTime::now()), Err(JwksError::NotJwks(_))));
+        assert!(matches!(
+            KeySet::from_jwks(doc, SystemTime::now()),
+            Err(JwksError::NotJwks(_))
+        ));
     }
-    assert!(matches!(parse(json!({"keys": []})), Err(JwksError::NoUsableKey { total: 0 })));
+    assert!(matches!(
+        parse(json!({"keys": []})),
+        Err(JwksError::NoUsableKey { total: 0 })
+    ));
 }
 
 #[test]
@@ -61,7 +70,10 @@ fn a_key_whose_alg_does_not_fit_its_type_is_skipped() {
     key["alg"] = json!("ES256");
     let mut hmac = rsa_jwk();
     hmac["alg"] = json!("HS256");
-    assert!(matches!(parse(json!({"keys": [key, hmac]})), Err(JwksError::NoUsableKey { total: 2 })));
+    assert!(matches!(
+        parse(json!({"keys": [key, hmac]})),
+        Err(JwksError::NoUsableKey { total: 2 })
+    ));
 }
 
 #[test]
@@ -106,7 +118,11 @@ fn two_keys_with_one_kid_are_both_candidates() {
     let mut b = rsa_jwk();
     b["kid"] = a["kid"].clone();
     let set = parse(json!({"keys": [a.clone(), b]})).unwrap();
-    assert_eq!(set.candidates(a["kid"].as_str().unwrap(), Algorithm::RS256).count(), 2);
+    assert_eq!(
+        set.candidates(a["kid"].as_str().unwrap(), Algorithm::RS256)
+            .count(),
+        2
+    );
 }
 
 #[test]

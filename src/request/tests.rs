@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request as AttrRequest};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
 use super::*;
@@ -37,7 +39,15 @@ fn normalized_paths_match_the_rfc_3986_table() {
 
 #[test]
 fn ambiguous_paths_are_refused() {
-    for raw in ["/a%2fb", "/a%2Fb", "/a%5cb", "/a\\b", "/%2e%2e/admin", "/a/%2E/b", "/.%2e/x"] {
+    for raw in [
+        "/a%2fb",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a\\b",
+        "/%2e%2e/admin",
+        "/a/%2E/b",
+        "/.%2e/x",
+    ] {
         assert_eq!(normalize_path(raw), Err(PathError::Ambiguous), "{raw}");
     }
 }
@@ -55,13 +65,22 @@ fn malformed_escapes_and_controls_are_refused() {
 #[test]
 fn paths_that_are_not_origin_form_are_refused() {
     for raw in ["", "*", "admin", "http://evil/admin", "?x=/admin"] {
-        assert_eq!(normalize_path(raw), Err(PathError::NotOriginForm), "{raw:?}");
+        assert_eq!(
+            normalize_path(raw),
+            Err(PathError::NotOriginForm),
+            "{raw:?}"
+        );
     }
 }
 
 #[test]
 fn normalization_is_idempotent_on_the_table() {
-    for raw in ["/a//b/../c/./d;p", "/%7Euser/x/", "/x/y/z/../../..", "/caf%c3%a9/"] {
+    for raw in [
+        "/a//b/../c/./d;p",
+        "/%7Euser/x/",
+        "/x/y/z/../../..",
+        "/caf%c3%a9/",
+    ] {
         let once = normalize_path(raw).unwrap();
         assert_eq!(normalize_path(&once).unwrap(), once, "{raw}");
     }
@@ -71,7 +90,10 @@ fn normalization_is_idempotent_on_the_table() {
 fn hosts_are_lower_cased_without_trailing_dot() {
     assert_eq!(normalize_host("API.Example.Test"), "api.example.test");
     assert_eq!(normalize_host("api.example.test."), "api.example.test");
-    assert_eq!(normalize_host("api.example.test.:8443"), "api.example.test:8443");
+    assert_eq!(
+        normalize_host("api.example.test.:8443"),
+        "api.example.test:8443"
+    );
     assert_eq!(normalize_host("[::1]:80"), "[::1]:80");
 }
 
@@ -113,7 +135,10 @@ fn map_headers_shape_is_read() {
     assert_eq!(request.method, "GET");
     assert_eq!(request.host, "api.example.test");
     assert_eq!(request.path.as_deref(), Ok("/admin"));
-    assert_eq!(request.peer_principal, "spiffe://cluster.local/ns/foo/sa/curl");
+    assert_eq!(
+        request.peer_principal,
+        "spiffe://cluster.local/ns/foo/sa/curl"
+    );
     let auth: Vec<_> = request.headers.get_all("authorization").collect();
     assert_eq!(auth, vec![b"Bearer t".as_slice()]);
 }
@@ -130,7 +155,11 @@ fn raw_header_map_shape_is_read_with_repeated_lines_apart() {
         host: "a.test".into(),
         path: "/x".into(),
         header_map: Some(HeaderMap {
-            headers: vec![line(":path", b"/x"), line("accept", b"a"), line("accept", b"b")],
+            headers: vec![
+                line(":path", b"/x"),
+                line("accept", b"a"),
+                line("accept", b"b"),
+            ],
         }),
         ..Default::default()
     };
@@ -146,7 +175,13 @@ fn a_check_without_http_is_a_tcp_check() {
     let tcp = CheckRequest {
         attributes: Some(AttributeContext::default()),
     };
-    assert_eq!(Request::from_check(&tcp).unwrap_err(), RequestError::NotHttp);
+    assert_eq!(
+        Request::from_check(&tcp).unwrap_err(),
+        RequestError::NotHttp
+    );
     let empty = CheckRequest::default();
-    assert_eq!(Request::from_check(&empty).unwrap_err(), RequestError::NotHttp);
+    assert_eq!(
+        Request::from_check(&empty).unwrap_err(),
+        RequestError::NotHttp
+    );
 }

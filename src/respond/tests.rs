@@ -19,17 +19,28 @@ fn denied_parts(response: &CheckResponse) -> (i32, i32, Vec<(String, String)>, s
         .headers
         .iter()
         .map(|h| {
-            assert_eq!(h.append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
+            assert_eq!(
+                h.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+            );
             let h = h.header.as_ref().unwrap();
             (h.key.clone(), h.value.clone())
         })
         .collect();
     let body = serde_json::from_str(&denied.body).unwrap();
-    (response.status.as_ref().unwrap().code, denied.status.as_ref().unwrap().code, headers, body)
+    (
+        response.status.as_ref().unwrap().code,
+        denied.status.as_ref().unwrap().code,
+        headers,
+        body,
+    )
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -43,10 +54,18 @@ fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
     });
     let response = check_response(&decision, "acme");
     assert_eq!(response.status.unwrap().code, 0);
-    let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not ok") };
+    let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+        panic!("not ok")
+    };
     assert_eq!(ok.headers.len(), 1);
-    assert_eq!(ok.headers[0].append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
-    assert_eq!(ok.headers[0].header.as_ref().unwrap().key, "x-portcullis-subject");
+    assert_eq!(
+        ok.headers[0].append_action,
+        HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+    );
+    assert_eq!(
+        ok.headers[0].header.as_ref().unwrap().key,
+        "x-portcullis-subject"
+    );
     assert_eq!(ok.headers_to_remove, ["x-portcullis-username"]);
     let metadata = response.dynamic_metadata.unwrap().fields;
     assert!(matches!(&metadata["sub"].kind, Some(Kind::StringValue(s)) if s == "u-1"));
@@ -57,7 +76,10 @@ fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
 fn a_missing_token_is_a_401_with_a_plain_challenge() {
     let (grpc, http, headers, body) = denied_parts(&denial(Reason::MissingToken));
     assert_eq!((grpc, http), (16, 401));
-    assert_eq!(header(&headers, "www-authenticate"), Some("Bearer realm=\"acme\""));
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some("Bearer realm=\"acme\"")
+    );
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     assert_eq!(body["error"], "missing_token");
     assert_eq!(body["route"], "orders");
@@ -65,31 +87,48 @@ fn a_missing_token_is_a_401_with_a_plain_challenge() {
 
 #[test]
 fn a_bad_token_is_a_401_invalid_token() {
-    let (grpc, http, headers, body) = denied_parts(&denial(Reason::InvalidToken(TokenError::Expired)));
+    let (grpc, http, headers, body) =
+        denied_parts(&denial(Reason::InvalidToken(TokenError::Expired)));
     assert_eq!((grpc, http), (16, 401));
     let challenge = header(&headers, "www-authenticate").unwrap();
-    assert!(challenge.starts_with("Bearer realm=\"acme\", error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"acme\", error=\"invalid_token\""),
+        "{challenge}"
+    );
     assert_eq!(body["error"], "token_expired");
 }
 
 #[test]
 fn an_unmet_requirement_is_a_403_insufficient_scope() {
-    let (grpc, http, headers, body) = denied_parts(&denial(Reason::Insufficient(Unmet::Scope("a".into()))));
+    let (grpc, http, headers, body) =
+        denied_parts(&denial(Reason::Insufficient(Unmet::Scope("a".into()))));
     assert_eq!((grpc, http), (7, 403));
-    assert!(header(&headers, "www-authenticate").unwrap().contains("error=\"insufficient_scope\""));
+    assert!(
+        header(&headers, "www-authenticate")
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
     assert_eq!(body["error"], "missing_scope");
 }
 
 #[test]
 fn an_ambiguous_credential_is_a_400_invalid_request() {
-    let (grpc, http, headers, _) = denied_parts(&denial(Reason::BadCredential(CredentialError::Multiple)));
+    let (grpc, http, headers, _) =
+        denied_parts(&denial(Reason::BadCredential(CredentialError::Multiple)));
     assert_eq!((grpc, http), (3, 400));
-    assert!(header(&headers, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
+    assert!(
+        header(&headers, "www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_request\"")
+    );
 }
 
 #[test]
 fn no_route_is_a_403_without_challenge() {
-    let (grpc, http, headers, _) = denied_parts(&check_response(&Decision::deny(None, Reason::NoRoute), "acme"));
+    let (grpc, http, headers, _) = denied_parts(&check_response(
+        &Decision::deny(None, Reason::NoRoute),
+        "acme",
+    ));
     assert_eq!((grpc, http), (7, 403));
     assert_eq!(header(&headers, "www-authenticate"), None);
 }
@@ -99,6 +138,9 @@ fn attacker_text_in_a_description_cannot_break_the_challenge() {
     let reason = Reason::InvalidToken(TokenError::AlgorithmNotAllowed("x\"\\\r\n".into()));
     let (_, _, headers, _) = denied_parts(&denial(reason));
     let challenge = header(&headers, "www-authenticate").unwrap();
-    assert!(!challenge.contains('\\') && !challenge.contains('\r') && !challenge.contains('\n'), "{challenge}");
+    assert!(
+        !challenge.contains('\\') && !challenge.contains('\r') && !challenge.contains('\n'),
+        "{challenge}"
+    );
     assert_eq!(challenge.matches('"').count(), 6, "{challenge}");
 }

@@ -39,7 +39,10 @@ fn trusted(audiences: &[&str], algorithms: &[Algorithm], keys: Arc<IssuerKeys>) 
 
 fn validator() -> Validator {
     let keys = loaded_keys(issuer().jwks());
-    Validator::new(vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)], 16 * 1024)
+    Validator::new(
+        vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)],
+        16 * 1024,
+    )
 }
 
 fn claims() -> Value {
@@ -80,7 +83,10 @@ fn a_keycloak_access_token_is_accepted_with_its_claims() {
     assert_eq!(&*verified.issuer.name, "acme");
     assert_eq!(verified.claims.preferred_username.as_deref(), Some("alice"));
     assert_eq!(verified.claims.realm_access.unwrap().roles.len(), 3);
-    assert_eq!(verified.claims.resource_access["orders-api"].roles, ["orders-writer"]);
+    assert_eq!(
+        verified.claims.resource_access["orders-api"].roles,
+        ["orders-writer"]
+    );
 }
 
 #[test]
@@ -89,7 +95,10 @@ fn an_expired_token_is_refused_after_the_skew() {
     let token = signed(&claims());
     let v = validator();
     assert!(v.validate(&token, exp + 29).is_ok());
-    assert_eq!(v.validate(&token, exp + 30).unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        v.validate(&token, exp + 30).unwrap_err(),
+        TokenError::Expired
+    );
 }
 
 #[test]
@@ -104,7 +113,10 @@ fn a_token_without_exp_is_refused() {
 fn a_token_not_yet_valid_is_refused_beyond_the_skew() {
     let v = validator();
     let token = with(|c| c["nbf"] = json!(NOW + 100));
-    assert_eq!(v.validate(&token, NOW).unwrap_err(), TokenError::NotYetValid);
+    assert_eq!(
+        v.validate(&token, NOW).unwrap_err(),
+        TokenError::NotYetValid
+    );
     assert!(v.validate(&token, NOW + 71).is_ok());
 }
 
@@ -115,9 +127,16 @@ fn a_token_of_another_issuer_is_refused() {
         "http://keycloak.keycloak.svc.cluster.local:8080/realms/acme",
         "https://sso.example.test/realms/acme/",
     ] {
-        assert_eq!(err(&with(|c| c["iss"] = json!(iss))), TokenError::UnknownIssuer, "{iss}");
+        assert_eq!(
+            err(&with(|c| c["iss"] = json!(iss))),
+            TokenError::UnknownIssuer,
+            "{iss}"
+        );
     }
-    assert_eq!(err(&with(|c| c["iss"] = json!(["x"]))), TokenError::Malformed("payload is not a JSON object"));
+    assert_eq!(
+        err(&with(|c| c["iss"] = json!(["x"]))),
+        TokenError::Malformed("payload is not a JSON object")
+    );
     let no_iss = with(|c| {
         c.as_object_mut().unwrap().remove("iss");
     });
@@ -127,15 +146,30 @@ fn a_token_of_another_issuer_is_refused() {
 #[test]
 fn audience_is_matched_as_string_or_array() {
     let v = validator();
-    assert!(v.validate(&with(|c| c["aud"] = json!("orders-api")), NOW).is_ok());
-    assert!(v.validate(&with(|c| c["aud"] = json!(["x", "orders-api"])), NOW).is_ok());
-    assert_eq!(err(&with(|c| c["aud"] = json!("account"))), TokenError::WrongAudience);
-    assert_eq!(err(&with(|c| c["aud"] = json!(["account", "billing-api"]))), TokenError::WrongAudience);
+    assert!(
+        v.validate(&with(|c| c["aud"] = json!("orders-api")), NOW)
+            .is_ok()
+    );
+    assert!(
+        v.validate(&with(|c| c["aud"] = json!(["x", "orders-api"])), NOW)
+            .is_ok()
+    );
+    assert_eq!(
+        err(&with(|c| c["aud"] = json!("account"))),
+        TokenError::WrongAudience
+    );
+    assert_eq!(
+        err(&with(|c| c["aud"] = json!(["account", "billing-api"]))),
+        TokenError::WrongAudience
+    );
     let no_aud = with(|c| {
         c.as_object_mut().unwrap().remove("aud");
     });
     assert_eq!(err(&no_aud), TokenError::WrongAudience);
-    assert!(matches!(err(&with(|c| c["aud"] = json!(7))), TokenError::Malformed(_)));
+    assert!(matches!(
+        err(&with(|c| c["aud"] = json!(7))),
+        TokenError::Malformed(_)
+    ));
 }
 
 #[test]
@@ -150,7 +184,13 @@ fn audience_is_not_checked_when_none_is_configured() {
 
 #[test]
 fn id_refresh_and_untyped_tokens_are_refused() {
-    for typ in [json!("ID"), json!("Refresh"), json!("Offline"), json!("Logout"), json!("bearer")] {
+    for typ in [
+        json!("ID"),
+        json!("Refresh"),
+        json!("Offline"),
+        json!("Logout"),
+        json!("bearer"),
+    ] {
         let token = with(|c| c["typ"] = typ.clone());
         assert!(matches!(err(&token), TokenError::WrongType(_)), "{typ}");
     }
@@ -165,9 +205,15 @@ fn alg_none_is_refused_in_any_casing() {
     let payload = b64(&claims().to_string());
     for alg in ["none", "None", "NONE", "nOnE"] {
         let token = format!("{}.{payload}.", header(alg, Some(issuer().kid())));
-        assert!(matches!(err(&token), TokenError::Malformed(_)), "empty signature part: {alg}");
+        assert!(
+            matches!(err(&token), TokenError::Malformed(_)),
+            "empty signature part: {alg}"
+        );
         let token = format!("{}.{payload}.AAAA", header(alg, Some(issuer().kid())));
-        assert!(matches!(err(&token), TokenError::AlgorithmNotAllowed(_)), "{alg}");
+        assert!(
+            matches!(err(&token), TokenError::AlgorithmNotAllowed(_)),
+            "{alg}"
+        );
     }
 }
 
@@ -177,7 +223,10 @@ fn hmac_signed_with_the_public_key_is_refused() {
     let payload = b64(&claims().to_string());
     let input = format!("{}.{payload}", header("HS256", Some(issuer().kid())));
     let jwk = &issuer().jwks()["keys"][1];
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwk["n"].as_str().unwrap().as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        jwk["n"].as_str().unwrap().as_bytes(),
+    );
     let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
     assert_eq!(err(&token), TokenError::AlgorithmNotAllowed("HS256".into()));
@@ -200,7 +249,9 @@ fn a_token_signed_by_an_untrusted_key_with_a_known_kid_is_refused() {
 
 #[test]
 fn an_unknown_kid_is_refused() {
-    let token = issuer().sign(&json!({"alg": "RS256", "kid": "not-in-jwks"}), &claims()).unwrap();
+    let token = issuer()
+        .sign(&json!({"alg": "RS256", "kid": "not-in-jwks"}), &claims())
+        .unwrap();
     assert_eq!(err(&token), TokenError::UnknownKey);
 }
 
@@ -234,7 +285,10 @@ fn a_tampered_payload_fails_the_signature() {
 #[test]
 fn a_critical_header_is_refused() {
     let token = issuer()
-        .sign(&json!({"alg": "RS256", "kid": issuer().kid(), "crit": ["exp"]}), &claims())
+        .sign(
+            &json!({"alg": "RS256", "kid": issuer().kid(), "crit": ["exp"]}),
+            &claims(),
+        )
         .unwrap();
     assert_eq!(err(&token), TokenError::CriticalHeader);
 }
@@ -260,16 +314,30 @@ fn non_canonical_base64url_is_refused() {
         format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
         format!("{}.{} .{}", parts[0], parts[1], parts[2]),
         format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
-        format!("{}.{}.{}", parts[0], parts[1], parts[2].replace('-', "+").replace('_', "/")),
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            parts[2].replace('-', "+").replace('_', "/")
+        ),
     ];
-    assert_ne!(variants[3], token, "a 2048-bit signature has '-' or '_' in base64url");
+    assert_ne!(
+        variants[3], token,
+        "a 2048-bit signature has '-' or '_' in base64url"
+    );
     for token in variants {
         let e = err(&token);
-        assert!(matches!(e, TokenError::Malformed(_) | TokenError::BadSignature), "{e:?}");
+        assert!(
+            matches!(e, TokenError::Malformed(_) | TokenError::BadSignature),
+            "{e:?}"
+        );
     }
     // `e30` is `{}`; `e31` decodes to the same bytes with non-zero trailing bits.
     let loose = format!("e31.{}.{}", parts[1], parts[2]);
-    assert_eq!(err(&loose), TokenError::Malformed("not canonical base64url"));
+    assert_eq!(
+        err(&loose),
+        TokenError::Malformed("not canonical base64url")
+    );
 }
 
 #[test]
@@ -283,14 +351,25 @@ fn tokens_with_the_wrong_number_of_parts_are_refused() {
 fn an_oversized_token_is_refused_before_decoding() {
     let v = Validator::new(vec![], 256);
     let token = "x".repeat(257);
-    assert_eq!(v.validate(&token, NOW).unwrap_err(), TokenError::TooLarge { limit: 256 });
+    assert_eq!(
+        v.validate(&token, NOW).unwrap_err(),
+        TokenError::TooLarge { limit: 256 }
+    );
 }
 
 #[test]
 fn time_claims_of_the_wrong_type_are_refused() {
-    for (claim, value) in [("exp", json!("1767225900")), ("nbf", json!(true)), ("iat", json!({})), ("exp", json!(1.5e9))] {
+    for (claim, value) in [
+        ("exp", json!("1767225900")),
+        ("nbf", json!(true)),
+        ("iat", json!({})),
+        ("exp", json!(1.5e9)),
+    ] {
         let token = with(|c| c[claim] = value.clone());
-        assert!(matches!(err(&token), TokenError::Malformed(_)), "{claim}={value}");
+        assert!(
+            matches!(err(&token), TokenError::Malformed(_)),
+            "{claim}={value}"
+        );
     }
 }
 
@@ -299,13 +378,19 @@ fn deeply_nested_json_is_refused_without_crashing() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let token = format!("{}.{}.AAAA", header("RS256", Some("k")), b64(&deep));
     let v = Validator::new(vec![], 1024 * 1024);
-    assert!(matches!(v.validate(&token, NOW).unwrap_err(), TokenError::Malformed(_)));
+    assert!(matches!(
+        v.validate(&token, NOW).unwrap_err(),
+        TokenError::Malformed(_)
+    ));
 }
 
 #[test]
 fn keys_not_yet_loaded_refuse_with_keys_unavailable() {
     let empty = Arc::new(IssuerKeys::default());
-    let v = Validator::new(vec![trusted(&["orders-api"], &[Algorithm::RS256], empty)], 16 * 1024);
+    let v = Validator::new(
+        vec![trusted(&["orders-api"], &[Algorithm::RS256], empty)],
+        16 * 1024,
+    );
     let e = v.validate(&signed(&claims()), NOW).unwrap_err();
     assert!(matches!(e, TokenError::KeysUnavailable { .. }));
 }
@@ -320,18 +405,34 @@ fn es256_tokens_verify_with_an_ec_key_and_rs256_cannot_pose_as_es256() {
         "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
     }]});
     let v = Validator::new(
-        vec![trusted(&["orders-api"], &[Algorithm::ES256, Algorithm::RS256], loaded_keys(&jwks))],
+        vec![trusted(
+            &["orders-api"],
+            &[Algorithm::ES256, Algorithm::RS256],
+            loaded_keys(&jwks),
+        )],
         16 * 1024,
     );
-    let input = format!("{}.{}", header("ES256", Some("ec-1")), b64(&claims().to_string()));
+    let input = format!(
+        "{}.{}",
+        header("ES256", Some("ec-1")),
+        b64(&claims().to_string())
+    );
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let sig = pair.sign(&rng, input.as_bytes()).unwrap();
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
     assert!(v.validate(&token, NOW).is_ok());
 
     let zeros = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
-    assert_eq!(v.validate(&zeros, NOW).unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        v.validate(&zeros, NOW).unwrap_err(),
+        TokenError::BadSignature
+    );
 
-    let rsa_as_ec = issuer().sign(&json!({"alg": "ES256", "kid": "ec-1"}), &claims()).unwrap();
-    assert_eq!(v.validate(&rsa_as_ec, NOW).unwrap_err(), TokenError::BadSignature);
+    let rsa_as_ec = issuer()
+        .sign(&json!({"alg": "ES256", "kid": "ec-1"}), &claims())
+        .unwrap();
+    assert_eq!(
+        v.validate(&rsa_as_ec, NOW).unwrap_err(),
+        TokenError::BadSignature
+    );
 }
