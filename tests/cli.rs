@@ -1,0 +1,139 @@
+//! The `portcullis` binary: configuration checks, start-up and shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+fn scratch(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_shipped_examples_and_prints_a_summary() {
+    for file in ["config/portcullis.yaml", "config/demo.yaml"] {
+        let out = portcullis(&["check-config", &repo(file)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("valid") && stdout.contains("routes:"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_config_names_the_field_at_fault_and_exits_64() {
+    let bad = scratch(
+        "bad-route.yaml",
+        "issuers:\n  - { name: a, issuer: 'https://i', jwks_url: 'https://k' }\nroutes:\n  - name: r\n    match: { path_prefix: admin }\n",
+    );
+    let out = portcullis(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0] \"r\" (line 4): match.path_prefix"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding_its_port() {
+    // The port is taken: a server that bound first would fail with a bind error, not 64.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let bad = scratch(
+        "bad-serve.yaml",
+        &format!(
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true, require: {{}} }}\n"
+        ),
+    );
+    let out = portcullis(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("require"));
+}
+
+#[test]
+fn serve_fails_clearly_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = scratch(
+        "taken.yaml",
+        &format!(
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true }}\n"
+        ),
+    );
+    let out = portcullis(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[test]
+fn serve_stops_with_exit_0_on_sigterm() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = scratch(
+        "sigterm.yaml",
+        &format!(
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true }}\n"
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

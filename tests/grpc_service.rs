@@ -1,0 +1,203 @@
+//! The gRPC front door, served in-process on 127.0.0.1: health and Check.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use portcullis::config::Config;
+use portcullis::dev::issuer::{self, DevIssuer};
+use portcullis::dev::stack::unix_now;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+struct Harness {
+    addr: SocketAddr,
+    issuer: Arc<DevIssuer>,
+    jwks_up: Arc<AtomicBool>,
+}
+
+/// portcullis with one issuer whose JWKS server answers 503 until `jwks_up` is set.
+async fn start() -> Harness {
+    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = jwks_listener.local_addr().unwrap();
+    let issuer = Arc::new(DevIssuer::generate(&format!("http://{jwks_addr}"), "t").unwrap());
+    let jwks_up = Arc::new(AtomicBool::new(false));
+    let router = Router::new().route(
+        "/jwks",
+        get({
+            let (issuer, up) = (issuer.clone(), jwks_up.clone());
+            move || async move {
+                if up.load(Ordering::SeqCst) {
+                    Ok(axum::Json(issuer.jwks().clone()))
+                } else {
+                    Err(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(jwks_listener, router).await });
+
+    let yaml = format!(
+        "issuers:\n  - {{ name: t, issuer: '{}', jwks_url: 'http://{jwks_addr}/jwks', audiences: [api] }}\n\
+         routes:\n  - {{ name: all, match: {{ path_prefix: / }} }}\n",
+        issuer.issuer()
+    );
+    let config = Config::from_yaml(&yaml, "test").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        portcullis::server::serve(&config, listener, std::future::pending())
+            .await
+            .unwrap();
+    });
+    Harness {
+        addr,
+        issuer,
+        jwks_up,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    for _ in 0..100 {
+        if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return ch;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("portcullis did not accept connections");
+}
+
+async fn health(ch: &Channel, service: &str) -> i32 {
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    HealthClient::new(ch.clone())
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+fn http_check(token: Option<&str>) -> CheckRequest {
+    let mut http = HttpRequest {
+        method: "GET".into(),
+        host: "a.test".into(),
+        path: "/x".into(),
+        ..Default::default()
+    };
+    if let Some(token) = token {
+        http.headers
+            .insert("authorization".into(), format!("Bearer {token}"));
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn check(ch: &Channel, request: CheckRequest) -> CheckResponse {
+    AuthorizationClient::new(ch.clone())
+        .check(request)
+        .await
+        .expect("a gRPC OK")
+        .into_inner()
+}
+
+fn denied_status(response: &CheckResponse) -> i32 {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().unwrap().code,
+        other => panic!("not a denial: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn health_is_not_serving_until_keys_load_and_checks_are_denied_meanwhile() {
+    let h = start().await;
+    let ch = channel(h.addr).await;
+    assert_eq!(health(&ch, "").await, ServingStatus::NotServing as i32);
+    assert_eq!(
+        health(&ch, "envoy.service.auth.v3.Authorization").await,
+        ServingStatus::NotServing as i32
+    );
+
+    let token = h
+        .issuer
+        .access_token(issuer::user("alice").unwrap(), &["api"], unix_now())
+        .unwrap();
+    let early = check(&ch, http_check(Some(&token))).await;
+    assert_ne!(early.status.as_ref().unwrap().code, 0);
+    assert_eq!(
+        denied_status(&early),
+        503,
+        "keys not loaded: a denial, not a gRPC error"
+    );
+
+    h.jwks_up.store(true, Ordering::SeqCst);
+    let mut serving = false;
+    for _ in 0..150 {
+        if health(&ch, "").await == ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        serving,
+        "health did not turn SERVING after the JWKS came up"
+    );
+    assert_eq!(
+        health(&ch, "envoy.service.auth.v3.Authorization").await,
+        ServingStatus::Serving as i32
+    );
+    let later = check(&ch, http_check(Some(&token))).await;
+    assert_eq!(
+        later.status.unwrap().code,
+        0,
+        "allowed once keys are loaded"
+    );
+}
+
+#[tokio::test]
+async fn a_tcp_check_gets_a_denial_not_a_grpc_error() {
+    let h = start().await;
+    let ch = channel(h.addr).await;
+    let tcp = CheckRequest {
+        attributes: Some(AttributeContext::default()),
+    };
+    let response = check(&ch, tcp).await;
+    assert_eq!(response.status.unwrap().code, 7);
+    let empty = check(&ch, CheckRequest::default()).await;
+    assert_eq!(empty.status.unwrap().code, 7);
+}
+
+#[tokio::test]
+async fn a_missing_token_over_grpc_is_a_401_denial() {
+    let h = start().await;
+    let ch = channel(h.addr).await;
+    let response = check(&ch, http_check(None)).await;
+    assert_eq!(response.status.as_ref().unwrap().code, 16);
+    assert_eq!(denied_status(&response), 401);
+}
