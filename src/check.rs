@@ -37,7 +37,7 @@ impl Checker {
     }
 
     /// Decides on one request at time `now` (seconds since the epoch).
-    pub fn check(&self, request: &Request<'_>, now: i64) -> Decision {
+    pub async fn check(&self, request: &Request<'_>, now: i64) -> Decision {
         let path = match &request.path {
             Ok(path) => path,
             Err(e) => return Decision::deny(None, Reason::InvalidPath(*e)),
@@ -55,7 +55,7 @@ impl Checker {
             Ok(Credential::None) => return deny(Reason::MissingToken),
             Err(e) => return deny(Reason::BadCredential(e)),
         };
-        let verified = match self.validator.validate(token, now) {
+        let verified = match self.validator.validate(token, now).await {
             Ok(verified) => verified,
             Err(e) => return deny(Reason::InvalidToken(e)),
         };

@@ -75,6 +75,9 @@ pub struct ListenConfig {
     /// The gRPC server: `envoy.service.auth.v3.Authorization` and `grpc.health.v1.Health`.
     #[serde(default = "default_grpc_addr")]
     pub grpc: SocketAddr,
+    /// The admin HTTP server: `/metrics`, `/livez`, `/readyz`.
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
 }
 
 /// Upstream header names for the caller's identity on allowed requests.
@@ -128,6 +131,31 @@ pub struct IssuerConfig {
     /// Allow `http://` key URLs on hosts other than loopback.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// Readiness waits for this issuer's keys.
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// Accept tokens without `kid`, tried against every key that fits their `alg`.
+    #[serde(default)]
+    pub allow_missing_kid: bool,
+    /// At most one refetch for unknown `kid`s per this many seconds.
+    #[serde(default = "default_unknown_kid_refetch_interval")]
+    pub unknown_kid_refetch_interval_seconds: u64,
+    /// How long a check waits for a refetch triggered by an unknown `kid`.
+    #[serde(default = "default_unknown_kid_wait")]
+    pub unknown_kid_wait_milliseconds: u64,
+    /// The last good keys are used at most this long after they were fetched.
+    #[serde(default = "default_max_key_age")]
+    pub max_key_age_seconds: u64,
+    /// Timeout for connecting to the key server.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Timeout for a whole fetch, connection included.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_seconds: u64,
+    /// PEM bundle of extra CA certificates for the key server (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Where to keep the last good JWKS, so a restart during an outage still serves.
+    pub cache_file: Option<std::path::PathBuf>,
 }
 
 /// A route: which requests it matches and what they need.
@@ -196,6 +224,9 @@ fn default_max_token_bytes() -> usize {
 fn default_grpc_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9191))
 }
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9192))
+}
 fn default_subject_header() -> String {
     "x-portcullis-subject".to_owned()
 }
@@ -220,11 +251,30 @@ fn default_clock_skew() -> u64 {
 fn default_refresh_interval() -> u64 {
     300
 }
+fn default_true() -> bool {
+    true
+}
+fn default_unknown_kid_refetch_interval() -> u64 {
+    10
+}
+fn default_unknown_kid_wait() -> u64 {
+    300
+}
+fn default_max_key_age() -> u64 {
+    24 * 3600
+}
+fn default_connect_timeout() -> u64 {
+    3
+}
+fn default_fetch_timeout() -> u64 {
+    10
+}
 
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             grpc: default_grpc_addr(),
+            admin: default_admin_addr(),
         }
     }
 }
@@ -258,7 +308,7 @@ impl Config {
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message: e.to_string().replace("<input>", origin),
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -306,6 +356,10 @@ impl Config {
                 .value
                 .validate()
                 .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            let first = self.routes.iter().position(|o| o.value.name == route.value.name);
+            if first != Some(i) {
+                return Err(fail(format!("{at}: name"), "another route has this name"));
+            }
             if !route.value.public && self.issuers.is_empty() {
                 return Err(fail(
                     format!("{at}: public"),
@@ -325,6 +379,9 @@ impl Config {
                 "realm".into(),
                 "must be non-empty, without quotes or controls".into(),
             ));
+        }
+        if self.listen.admin == self.listen.grpc {
+            return Err(("listen.admin".into(), "must differ from listen.grpc".into()));
         }
         if !(256..=1024 * 1024).contains(&self.max_token_bytes) {
             return Err((
@@ -352,7 +409,13 @@ impl IdentityHeadersConfig {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let fields = ["subject", "username", "realm_roles", "client", "issuer"];
-        for (field, name) in fields.iter().zip(self.names()) {
+        for (i, (field, name)) in fields.iter().zip(self.names()).enumerate() {
+            if self.names()[..i].contains(&name) {
+                return Err((
+                    format!("identity_headers.{field}"),
+                    "another identity header has this name".into(),
+                ));
+            }
             if !is_header_name(name) {
                 return Err((
                     format!("identity_headers.{field}"),
@@ -402,15 +465,20 @@ impl IssuerConfig {
         if self.name.is_empty() || has_control(&self.name) {
             return err("name", "must be non-empty, without control characters");
         }
-        if self.issuer.is_empty() || has_control(&self.issuer) {
-            return err("issuer", "must be the exact `iss` of the tokens");
+        let is_url = reqwest::Url::parse(&self.issuer)
+            .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+        if !is_url || has_control(&self.issuer) {
+            return err(
+                "issuer",
+                "must be the exact `iss` of the tokens: an https:// (or http://) URL",
+            );
         }
         let (field, url) = match (&self.discovery_url, &self.jwks_url) {
             (Some(u), None) => ("discovery_url", u),
             (None, Some(u)) => ("jwks_url", u),
             _ => {
                 return err(
-                    "jwks_url",
+                    "discovery_url, jwks_url",
                     "set exactly one of `discovery_url` and `jwks_url`",
                 );
             }
@@ -438,6 +506,28 @@ impl IssuerConfig {
         }
         if !(10..=86_400).contains(&self.refresh_interval_seconds) {
             return err("refresh_interval_seconds", "between 10 and 86400 seconds");
+        }
+        if !(1..=3600).contains(&self.unknown_kid_refetch_interval_seconds) {
+            return err("unknown_kid_refetch_interval_seconds", "between 1 and 3600 seconds");
+        }
+        if self.unknown_kid_wait_milliseconds > 10_000 {
+            return err("unknown_kid_wait_milliseconds", "at most 10000");
+        }
+        if self.max_key_age_seconds < self.refresh_interval_seconds {
+            return err("max_key_age_seconds", "must be at least refresh_interval_seconds");
+        }
+        if !(1..=60).contains(&self.connect_timeout_seconds) {
+            return err("connect_timeout_seconds", "between 1 and 60 seconds");
+        }
+        if !(1..=120).contains(&self.fetch_timeout_seconds) {
+            return err("fetch_timeout_seconds", "between 1 and 120 seconds");
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| ("ca_file".to_owned(), format!("cannot read {}: {e}", path.display())))?;
+            match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) if !certs.is_empty() => {}
+                _ => return err("ca_file", "not a PEM bundle of certificates"),
+            }
         }
         Ok(())
     }
@@ -569,6 +659,7 @@ pub fn summary(config: &Config, origin: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{origin}: valid");
     let _ = writeln!(out, "  listen.grpc: {}", config.listen.grpc);
+    let _ = writeln!(out, "  listen.admin: {}", config.listen.admin);
     let _ = writeln!(out, "  issuers: {}", config.issuers.len());
     for issuer in config.issuers.iter().map(|i| &i.value) {
         let source = match (&issuer.discovery_url, &issuer.jwks_url) {

@@ -9,10 +9,13 @@
 
 pub mod fetch;
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::{Notify, watch};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -46,8 +49,8 @@ pub struct VerifyingKey {
 #[derive(Clone)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
-    /// When the document was fetched.
-    pub fetched_at: SystemTime,
+    /// When the document was fetched, in seconds since the epoch.
+    pub fetched_at: i64,
     /// How many keys of the document were skipped as unusable for signatures.
     pub skipped: usize,
 }
@@ -66,12 +69,130 @@ pub enum JwksError {
     },
 }
 
-/// The current key set of one issuer, shared by all checks.
-#[derive(Default)]
+/// The current key set of one issuer, shared by all checks, and the
+/// coordination of refetches when a token names a `kid` the set lacks.
+///
+/// Only the issuer's refresher task fetches ([`crate::keys::fetch`]); a check
+/// that meets an unknown `kid` may wake it ([`IssuerKeys::request_refetch`]) and
+/// wait for the fetch to complete. All checks that arrive meanwhile wait for
+/// that same fetch, and such wake-ups happen at most once per interval.
 pub struct IssuerKeys {
     current: ArcSwapOption<KeySet>,
+    refetch: Mutex<RefetchState>,
+    min_refetch_interval: Duration,
+    wake: Notify,
+    fetched: watch::Sender<u64>,
+    /// Counts for metrics.
+    pub stats: KeyStats,
 }
 
+/// Counters of fetches and unknown-kid events, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct KeyStats {
+    fetches: [AtomicU64; FetchOutcome::ALL.len()],
+    unknown_kid: [AtomicU64; 3],
+}
+
+/// How a fetch of keys ended, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// New keys stored.
+    Ok,
+    /// Connection, TLS, timeout or redirect failure.
+    HttpError,
+    /// A status other than 200.
+    BadStatus,
+    /// The document was too large.
+    TooLarge,
+    /// The document was not usable (not JSON, no usable key, bad discovery).
+    Invalid,
+    /// The discovery document named another issuer.
+    IssuerMismatch,
+}
+
+impl FetchOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [FetchOutcome; 6] = [
+        FetchOutcome::Ok,
+        FetchOutcome::HttpError,
+        FetchOutcome::BadStatus,
+        FetchOutcome::TooLarge,
+        FetchOutcome::Invalid,
+        FetchOutcome::IssuerMismatch,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FetchOutcome::Ok => "ok",
+            FetchOutcome::HttpError => "http_error",
+            FetchOutcome::BadStatus => "bad_status",
+            FetchOutcome::TooLarge => "too_large",
+            FetchOutcome::Invalid => "invalid",
+            FetchOutcome::IssuerMismatch => "issuer_mismatch",
+        }
+    }
+}
+
+/// Labels of the unknown-kid counter, in index order of [`KeyStats::unknown_kid`].
+pub const UNKNOWN_KID_OUTCOMES: [&str; 3] = ["refetch", "rate_limited", "remembered"];
+
+impl KeyStats {
+    /// Counts a fetch.
+    pub fn count_fetch(&self, outcome: FetchOutcome) {
+        if let Some(i) = FetchOutcome::ALL.iter().position(|o| *o == outcome) {
+            self.fetches[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Fetches so far, by outcome.
+    pub fn fetches(&self) -> impl Iterator<Item = (FetchOutcome, u64)> + '_ {
+        FetchOutcome::ALL
+            .iter()
+            .zip(&self.fetches)
+            .map(|(o, n)| (*o, n.load(Ordering::Relaxed)))
+    }
+
+    /// Unknown-kid events so far, by outcome label.
+    pub fn unknown_kid(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        UNKNOWN_KID_OUTCOMES
+            .iter()
+            .zip(&self.unknown_kid)
+            .map(|(l, n)| (*l, n.load(Ordering::Relaxed)))
+    }
+
+    fn count_unknown_kid(&self, refetch: &Refetch) {
+        let i = match refetch {
+            Refetch::Pending(_) => 0,
+            Refetch::RateLimited => 1,
+            Refetch::Remembered => 2,
+        };
+        self.unknown_kid[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Unknown kids are remembered this long after a fetch did not find them.
+pub const UNKNOWN_KID_MEMORY: Duration = Duration::from_secs(300);
+/// At most this many unknown kids are remembered; the memory is cleared when full.
+const UNKNOWN_KID_CAPACITY: usize = 1024;
+
+#[derive(Default)]
+struct RefetchState {
+    in_flight: bool,
+    last_requested: Option<Instant>,
+    unknown: HashMap<String, Instant>,
+}
+
+/// What became of a request to refetch keys for an unknown `kid`.
+#[derive(Debug)]
+pub enum Refetch {
+    /// A fetch is under way; the receiver changes when it completes.
+    Pending(watch::Receiver<u64>),
+    /// A recent fetch already did not find this `kid`.
+    Remembered,
+    /// An unknown-kid refetch happened less than the interval ago.
+    RateLimited,
+}
 #[derive(Deserialize)]
 struct JwksDocument {
     keys: Vec<serde_json::Value>,
@@ -193,6 +314,7 @@ impl std::fmt::Debug for VerifyingKey {
 impl KeySet {
     /// Builds a key set from a JWKS document, skipping keys that cannot verify signatures.
     pub fn from_jwks(document: &[u8], fetched_at: SystemTime) -> Result<Self, JwksError> {
+        let fetched_at = unix_seconds(fetched_at);
         let document: JwksDocument = serde_json::from_slice(document)?;
         let total = document.keys.len();
         let keys: Vec<VerifyingKey> = document
@@ -211,17 +333,22 @@ impl KeySet {
         })
     }
 
-    /// The keys with this `kid` that may verify `alg`.
+    /// The keys with this `kid` that may verify `alg`; with no `kid`, every key that may.
     ///
     /// Two keys may share a `kid` (a rotation that reused one); each is tried.
     pub fn candidates<'a>(
         &'a self,
-        kid: &'a str,
+        kid: Option<&'a str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
         self.keys
             .iter()
-            .filter(move |k| k.kid.as_deref() == Some(kid) && k.accepts(alg))
+            .filter(move |k| (kid.is_none() || k.kid.as_deref() == kid) && k.accepts(alg))
+    }
+
+    /// Seconds since the document was fetched, at `now` (seconds since the epoch).
+    pub fn age_seconds(&self, now: i64) -> i64 {
+        now.saturating_sub(self.fetched_at).max(0)
     }
 
     /// How many usable keys the set holds.
@@ -252,6 +379,18 @@ impl std::fmt::Debug for KeySet {
 // === impl IssuerKeys ===
 
 impl IssuerKeys {
+    /// An empty holder; unknown-kid refetches at most once per `min_refetch_interval`.
+    pub fn new(min_refetch_interval: Duration) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            refetch: Mutex::new(RefetchState::default()),
+            min_refetch_interval,
+            wake: Notify::new(),
+            fetched: watch::Sender::new(0),
+            stats: KeyStats::default(),
+        }
+    }
+
     /// The current key set, if one was ever loaded. Lock-free.
     pub fn load(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()
@@ -266,14 +405,91 @@ impl IssuerKeys {
     pub fn store(&self, keys: KeySet) {
         self.current.store(Some(Arc::new(keys)));
     }
+
+    /// Asks for a refetch because a token names `kid`, which the current set lacks.
+    pub fn request_refetch(&self, kid: &str) -> Refetch {
+        let refetch = self.decide_refetch(kid);
+        self.stats.count_unknown_kid(&refetch);
+        refetch
+    }
+
+    fn decide_refetch(&self, kid: &str) -> Refetch {
+        let now = Instant::now();
+        let Ok(mut state) = self.refetch.lock() else {
+            return Refetch::RateLimited;
+        };
+        if state.unknown.get(kid).is_some_and(|at| now.duration_since(*at) < UNKNOWN_KID_MEMORY) {
+            return Refetch::Remembered;
+        }
+        let receiver = self.fetched.subscribe();
+        if state.in_flight {
+            return Refetch::Pending(receiver);
+        }
+        let recent = state
+            .last_requested
+            .is_some_and(|at| now.duration_since(at) < self.min_refetch_interval);
+        if recent {
+            return Refetch::RateLimited;
+        }
+        state.in_flight = true;
+        state.last_requested = Some(now);
+        self.wake.notify_one();
+        Refetch::Pending(receiver)
+    }
+
+    /// Remembers that the latest fetch did not find `kid`.
+    pub fn remember_unknown(&self, kid: &str) {
+        if let Ok(mut state) = self.refetch.lock() {
+            if state.unknown.len() >= UNKNOWN_KID_CAPACITY {
+                state.unknown.clear();
+            }
+            state.unknown.insert(kid.to_owned(), Instant::now());
+        }
+    }
+
+    /// For the refresher: completes when a check asks for a refetch.
+    pub async fn refetch_requested(&self) {
+        self.wake.notified().await;
+    }
+
+    /// For the refresher: a fetch is starting.
+    pub fn fetch_started(&self) {
+        if let Ok(mut state) = self.refetch.lock() {
+            state.in_flight = true;
+        }
+    }
+
+    /// For the refresher: a fetch ended, with a new key set or without.
+    /// Checks waiting on it are woken either way.
+    pub fn fetch_finished(&self, keys: Option<KeySet>) {
+        if let Some(keys) = keys {
+            self.store(keys);
+        }
+        if let Ok(mut state) = self.refetch.lock() {
+            state.in_flight = false;
+        }
+        self.fetched.send_modify(|generation| *generation += 1);
+    }
+}
+
+impl Default for IssuerKeys {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
 }
 
 impl std::fmt::Debug for IssuerKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuerKeys")
             .field("loaded", &self.is_loaded())
-            .finish()
+            .finish_non_exhaustive()
     }
+}
+
+/// Seconds since the epoch of a system time (0 before the epoch).
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

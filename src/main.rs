@@ -103,6 +103,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
+    let shutdown = shutdown_signal();
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => {
@@ -110,14 +111,14 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen.grpc).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("portcullis: cannot listen on {}: {e}", config.listen.grpc);
+    let listeners = match bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(message) => {
+            eprintln!("portcullis: {message}");
             return ExitCode::FAILURE;
         }
     };
-    match portcullis::server::serve(&config, listener, shutdown_signal()).await {
+    match portcullis::server::serve(&config, listeners, shutdown).await {
         Ok(()) => {
             tracing::info!("Stopped");
             ExitCode::SUCCESS
@@ -129,22 +130,42 @@ async fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+async fn bind(config: &Config) -> Result<portcullis::server::Listeners, String> {
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
+    Ok(portcullis::server::Listeners {
+        grpc: bind(config.listen.grpc).await?,
+        admin: Some(bind(config.listen.admin).await?),
+    })
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+///
+/// The handlers are installed when this is called, not when it is first
+/// polled: a SIGTERM that arrives while the server is still starting must stop
+/// it cleanly rather than kill it.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait(terminate) => {}
+            () = wait(interrupt) => {}
+        }
+        tracing::info!("Shutdown signal received; finishing in-flight checks");
     }
-    tracing::info!("Shutdown signal received; finishing in-flight checks");
 }
 
 async fn dev_issuer(listen: std::net::SocketAddr, realm: String) -> ExitCode {

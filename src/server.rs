@@ -1,12 +1,17 @@
-//! The gRPC front door: `envoy.service.auth.v3.Authorization/Check` and
-//! `grpc.health.v1.Health`, on one listener.
+//! The front doors: gRPC (`envoy.service.auth.v3.Authorization/Check` and
+//! `grpc.health.v1.Health`) on one listener, and the admin HTTP listener
+//! (`/metrics`, `/livez`, `/readyz`) on another.
 //!
-//! Health reports `NOT_SERVING` (for the server as a whole, `""`, and for the
-//! Authorization service) until every configured issuer has signing keys.
+//! Readiness: health reports `NOT_SERVING` (for the server as a whole, `""`,
+//! and for the Authorization service), and `/readyz` answers 503 naming the
+//! issuers at fault, while any issuer marked `required` has no usable keys:
+//! none loaded yet, or the last good ones older than `max_key_age_seconds`.
+
+pub mod admin;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
@@ -24,46 +29,146 @@ use crate::keys::IssuerKeys;
 use crate::keys::fetch::{self, KeySource};
 use crate::request::Request;
 use crate::respond;
+use crate::telemetry::metrics::{CheckLabels, Metrics, Name};
 use crate::token::{TrustedIssuer, Validator};
 
 /// The fully qualified name of the ext_authz service, as health checks name it.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
+/// How often readiness is re-evaluated.
+const READINESS_PERIOD: Duration = Duration::from_millis(200);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The HTTP client for key fetches could not be built (TLS set-up).
-    #[error("cannot build the HTTP client for key fetches: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    /// The HTTP client for an issuer's key fetches could not be built (TLS, CA file).
+    #[error("issuer {issuer}: cannot build the HTTP client for key fetches: {reason}")]
+    HttpClient {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The admin server failed.
+    #[error("admin server: {0}")]
+    Admin(std::io::Error),
+}
+
+/// The listeners to serve on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// ext_authz and health over gRPC.
+    pub grpc: TcpListener,
+    /// Metrics, liveness and readiness over HTTP, if wanted.
+    pub admin: Option<TcpListener>,
+}
+
+/// One configured issuer at run time.
+#[derive(Debug)]
+pub struct IssuerRuntime {
+    /// Its configured name.
+    pub name: Arc<str>,
+    /// Where its keys come from.
+    pub source: KeySource,
+    /// Its keys.
+    pub keys: Arc<IssuerKeys>,
+    /// Whether readiness waits for it.
+    pub required: bool,
+}
+
+/// A running configuration: the checker, the issuers' keys, the metrics.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The checker for Check calls.
+    pub checker: Arc<Checker>,
+    /// The issuers, in configuration order.
+    pub issuers: Vec<IssuerRuntime>,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+impl Runtime {
+    /// Builds the checker, empty key holders and metrics for a validated configuration.
+    pub fn new(config: &Config) -> Self {
+        let mut trusted = Vec::new();
+        let mut issuers = Vec::new();
+        for issuer in config.issuers.iter().map(|i| &i.value) {
+            let interval = Duration::from_secs(issuer.unknown_kid_refetch_interval_seconds);
+            let keys = Arc::new(IssuerKeys::new(interval));
+            trusted.push(TrustedIssuer::from_config(issuer, keys.clone()));
+            issuers.push(IssuerRuntime {
+                name: Arc::from(issuer.name.as_str()),
+                source: KeySource::from_config(issuer),
+                keys,
+                required: issuer.required,
+            });
+        }
+        let validator = Validator::new(trusted, config.max_token_bytes);
+        let metric_issuers = issuers.iter().map(|i| (i.name.clone(), i.keys.clone())).collect();
+        Self {
+            checker: Arc::new(Checker::new(config, validator)),
+            issuers,
+            metrics: Metrics::new(metric_issuers, unix_now),
+        }
+    }
+
+    /// The required issuers without usable keys at `now`; empty when ready.
+    pub fn missing_issuers(&self, now: i64) -> Vec<Arc<str>> {
+        self.issuers
+            .iter()
+            .filter(|i| i.required)
+            .filter(|i| {
+                let max_age = i64::try_from(i.source.max_key_age.as_secs()).unwrap_or(i64::MAX);
+                i.keys.load().is_none_or(|set| set.age_seconds(now) > max_age)
+            })
+            .map(|i| i.name.clone())
+            .collect()
+    }
 }
 
 /// The ext_authz service.
 #[derive(Debug, Clone)]
 pub struct AuthzService {
-    checker: Arc<Checker>,
+    runtime: Arc<Runtime>,
 }
 
 impl AuthzService {
-    /// A service that decides with this checker.
-    pub fn new(checker: Arc<Checker>) -> Self {
-        Self { checker }
+    /// A service that decides with this runtime.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self { runtime }
     }
 
     /// Decides on one CheckRequest. Never fails: every outcome is an answer.
-    pub fn decide(&self, check: &CheckRequest) -> CheckResponse {
-        let now = unix_now();
+    pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        let checker = &self.runtime.checker;
         let decision = match Request::from_check(check) {
             Ok(request) => {
-                let decision = self.checker.check(&request, now);
+                let decision = checker.check(&request, unix_now()).await;
                 log_decision(&decision, &request);
                 decision
             }
             Err(e) => Decision::deny(None, Reason::NotHttp(e)),
         };
-        respond::check_response(&decision, &self.checker.realm)
+        let response = respond::check_response(&decision, &checker.realm);
+        self.runtime.metrics.record_check(&labels(&decision), started.elapsed());
+        response
+    }
+}
+
+fn labels(decision: &Decision) -> CheckLabels {
+    static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    let (route, decision_label, reason) = match decision {
+        Decision::Allow(a) => (Some(&a.route), "allow", "ok"),
+        Decision::Deny(d) => (d.route.as_ref(), "deny", d.reason.answer().code),
+    };
+    CheckLabels {
+        route: Name(route.unwrap_or(&NO_ROUTE).clone()),
+        decision: decision_label,
+        reason,
     }
 }
 
@@ -73,7 +178,7 @@ impl Authorization for AuthzService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.decide(request.get_ref())))
+        Ok(tonic::Response::new(self.decide(request.get_ref()).await))
     }
 }
 
@@ -104,71 +209,52 @@ fn log_decision(decision: &Decision, request: &Request<'_>) {
     }
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the epoch, now.
+pub fn unix_now() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// A running configuration: the checker and the key holders it reads.
-#[derive(Debug)]
-pub struct Runtime {
-    /// The checker for Check calls.
-    pub checker: Arc<Checker>,
-    /// Key sources and holders, one per issuer, in configuration order.
-    pub issuers: Vec<(KeySource, Arc<IssuerKeys>)>,
-}
-
-impl Runtime {
-    /// Builds the checker and empty key holders for a validated configuration.
-    pub fn new(config: &Config) -> Self {
-        let mut trusted = Vec::new();
-        let mut issuers = Vec::new();
-        for issuer in config.issuers.iter().map(|i| &i.value) {
-            let keys = Arc::new(IssuerKeys::default());
-            trusted.push(TrustedIssuer::from_config(issuer, keys.clone()));
-            issuers.push((KeySource::from_config(issuer), keys));
-        }
-        let validator = Validator::new(trusted, config.max_token_bytes);
-        Self {
-            checker: Arc::new(Checker::new(config, validator)),
-            issuers,
-        }
-    }
-
-    /// Whether every issuer has keys.
-    pub fn keys_loaded(&self) -> bool {
-        self.issuers.iter().all(|(_, keys)| keys.is_loaded())
-    }
-}
-
-/// Serves a validated configuration on `listener` until `shutdown` completes.
+/// Serves a validated configuration until `shutdown` completes.
 pub async fn serve(
     config: &Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let runtime = Arc::new(Runtime::new(config));
-    let client = fetch::http_client()?;
     let mut background = tokio::task::JoinSet::new();
-    for (source, keys) in &runtime.issuers {
-        background.spawn(fetch::refresh_forever(
-            source.clone(),
-            keys.clone(),
-            client.clone(),
-        ));
+    for issuer in &runtime.issuers {
+        let client = issuer
+            .source
+            .http_client()
+            .map_err(|reason| ServeError::HttpClient {
+                issuer: issuer.source.name.clone(),
+                reason,
+            })?;
+        let refresh = fetch::refresh_forever(issuer.source.clone(), issuer.keys.clone(), client);
+        background.spawn(refresh);
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
     background.spawn(report_readiness(runtime.clone(), reporter));
+    if let Some(admin) = listeners.admin {
+        tracing::info!(listen.addr = ?admin.local_addr().ok(), "Serving metrics, liveness and readiness over HTTP");
+        let router = admin::router(runtime.clone());
+        background.spawn(async move {
+            if let Err(e) = axum::serve(admin, router).await {
+                tracing::error!(error = %e, "Admin server failed");
+            }
+        });
+    }
 
-    tracing::info!(listen.addr = ?listener.local_addr().ok(), "Serving ext_authz and health over gRPC");
-    let authz = AuthorizationServer::new(AuthzService::new(runtime.checker.clone()));
+    tracing::info!(listen.addr = ?listeners.grpc.local_addr().ok(), "Serving ext_authz and health over gRPC");
+    let authz = AuthorizationServer::new(AuthzService::new(runtime.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(authz)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), shutdown)
         .await;
     background.shutdown().await;
     Ok(result?)
@@ -181,12 +267,22 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
         .await;
 }
 
-/// Reports SERVING once every issuer has keys.
+/// Keeps the health service's status in step with the issuers' keys.
 async fn report_readiness(runtime: Arc<Runtime>, reporter: HealthReporter) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !runtime.keys_loaded() {
+    let mut ready = false;
+    let mut tick = tokio::time::interval(READINESS_PERIOD);
+    loop {
         tick.tick().await;
+        let missing = runtime.missing_issuers(unix_now());
+        if missing.is_empty() != ready {
+            ready = missing.is_empty();
+            if ready {
+                tracing::info!("Signing keys of every required issuer loaded; serving");
+                report(&reporter, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!(issuers.missing = ?missing, "Required issuers have no usable keys; not serving");
+                report(&reporter, ServingStatus::NotServing).await;
+            }
+        }
     }
-    report(&reporter, ServingStatus::Serving).await;
-    tracing::info!("Signing keys of every issuer loaded; serving");
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,7 +17,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::config::IssuerConfig;
-use crate::keys::{IssuerKeys, parse_algorithm};
+use crate::keys::{IssuerKeys, Refetch, parse_algorithm};
 
 /// An issuer whose tokens are accepted, with its current keys.
 #[derive(Debug)]
@@ -31,6 +32,12 @@ pub struct TrustedIssuer {
     pub algorithms: Vec<Algorithm>,
     /// Tolerance for `exp` and `nbf`, in seconds.
     pub clock_skew_seconds: u64,
+    /// Whether tokens without `kid` are tried against every key that fits.
+    pub allow_missing_kid: bool,
+    /// Keys fetched longer ago than this are not used.
+    pub max_key_age_seconds: i64,
+    /// How long a check waits for a refetch triggered by an unknown `kid`.
+    pub unknown_kid_wait: Duration,
     /// Its keys, refreshed in the background.
     pub keys: Arc<IssuerKeys>,
 }
@@ -184,6 +191,9 @@ impl TrustedIssuer {
                 .filter_map(|a| parse_algorithm(a))
                 .collect(),
             clock_skew_seconds: config.clock_skew_seconds,
+            allow_missing_kid: config.allow_missing_kid,
+            max_key_age_seconds: i64::try_from(config.max_key_age_seconds).unwrap_or(i64::MAX),
+            unknown_kid_wait: Duration::from_millis(config.unknown_kid_wait_milliseconds),
             keys,
         }
     }
@@ -206,7 +216,41 @@ impl Validator {
     }
 
     /// Validates a compact JWS at time `now` (seconds since the epoch).
-    pub fn validate(&self, token: &str, now: i64) -> Result<Verified<'_>, TokenError> {
+    ///
+    /// When the issuer's keys lack the token's `kid`, asks for a refetch and
+    /// waits for it (bounded by the issuer's `unknown_kid_wait`), then tries
+    /// once more: a key rotated in at the issuer is picked up by the first
+    /// token it signs. Refetches are shared and rate-limited per issuer.
+    pub async fn validate(&self, token: &str, now: i64) -> Result<Verified<'_>, TokenError> {
+        match self.validate_now(token, now) {
+            Err(TokenError::UnknownKey) => {}
+            done => return done,
+        }
+        let Some((issuer, kid)) = self.unknown_key_context(token) else {
+            return Err(TokenError::UnknownKey);
+        };
+        if let Refetch::Pending(mut fetched) = issuer.keys.request_refetch(&kid) {
+            let _ = tokio::time::timeout(issuer.unknown_kid_wait, fetched.changed()).await;
+        }
+        let retried = self.validate_now(token, now);
+        if retried.as_ref().is_err_and(|e| *e == TokenError::UnknownKey) {
+            issuer.keys.remember_unknown(&kid);
+        }
+        retried
+    }
+
+    /// The issuer and `kid` of a token that was refused for an unknown key.
+    fn unknown_key_context(&self, token: &str) -> Option<(&TrustedIssuer, String)> {
+        let parts = Parts::split(token).ok()?;
+        let header: Header = decode_json(parts.header).ok()?;
+        let payload = decode_part(parts.payload).ok()?;
+        let unverified: UnverifiedIssuer = serde_json::from_slice(&payload).ok()?;
+        let issuer = self.issuer_for(unverified.iss.as_deref()).ok()?;
+        Some((issuer, header.kid?))
+    }
+
+    /// Validates with the keys at hand, without waiting for any fetch.
+    pub fn validate_now(&self, token: &str, now: i64) -> Result<Verified<'_>, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge {
                 limit: self.max_token_bytes,
@@ -222,8 +266,10 @@ impl Validator {
             .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
         let issuer = self.issuer_for(unverified.iss.as_deref())?;
         let alg = issuer.algorithm(&header.alg)?;
-        let kid = header.kid.as_deref().ok_or(TokenError::MissingKid)?;
-        issuer.verify_signature(&parts, kid, alg)?;
+        if header.kid.is_none() && !issuer.allow_missing_kid {
+            return Err(TokenError::MissingKid);
+        }
+        issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
         let claims: Claims = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
         issuer.check_claims(&claims, now)?;
@@ -249,15 +295,17 @@ impl TrustedIssuer {
     fn verify_signature(
         &self,
         parts: &Parts<'_>,
-        kid: &str,
+        kid: Option<&str>,
         alg: Algorithm,
+        now: i64,
     ) -> Result<(), TokenError> {
-        let keys = self
-            .keys
-            .load()
-            .ok_or_else(|| TokenError::KeysUnavailable {
-                issuer: self.name.clone(),
-            })?;
+        let unavailable = || TokenError::KeysUnavailable {
+            issuer: self.name.clone(),
+        };
+        let keys = self.keys.load().ok_or_else(unavailable)?;
+        if keys.age_seconds(now) > self.max_key_age_seconds {
+            return Err(unavailable());
+        }
         let mut candidates = keys.candidates(kid, alg).peekable();
         if candidates.peek().is_none() {
             return Err(TokenError::UnknownKey);

@@ -59,7 +59,11 @@ async fn start() -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        portcullis::server::serve(&config, listener, std::future::pending())
+        let listeners = portcullis::server::Listeners {
+            grpc: listener,
+            admin: None,
+        };
+        portcullis::server::serve(&config, listeners, std::future::pending())
             .await
             .unwrap();
     });

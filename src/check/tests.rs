@@ -63,9 +63,9 @@ fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReq
     }
 }
 
-fn decide(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+async fn decide(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
     let check = check_request(method, path, headers);
-    checker().check(&Request::from_check(&check).unwrap(), NOW)
+    checker().check(&Request::from_check(&check).unwrap(), NOW).await
 }
 
 fn denied(decision: Decision) -> Reason {
@@ -86,13 +86,13 @@ fn bearer(user: &str) -> String {
     format!("Bearer {}", token(user))
 }
 
-#[test]
-fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
+#[tokio::test]
+async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
     let allow = allowed(decide(
         "GET",
         "/docs/x",
         &[("x-portcullis-subject", "forged")],
-    ));
+    ).await);
     assert_eq!(&*allow.route, "docs");
     assert!(allow.set_headers.is_empty());
     assert!(
@@ -103,31 +103,31 @@ fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
     assert_eq!(allow.remove_headers.len(), 5);
 }
 
-#[test]
-fn a_public_route_ignores_even_a_broken_token() {
+#[tokio::test]
+async fn a_public_route_ignores_even_a_broken_token() {
     allowed(decide(
         "GET",
         "/docs",
         &[("authorization", "Bearer garbage")],
-    ));
+    ).await);
 }
 
-#[test]
-fn a_protected_route_without_a_token_is_missing_token() {
-    assert_eq!(denied(decide("GET", "/orders", &[])), Reason::MissingToken);
+#[tokio::test]
+async fn a_protected_route_without_a_token_is_missing_token() {
+    assert_eq!(denied(decide("GET", "/orders", &[]).await), Reason::MissingToken);
     assert_eq!(
-        denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")])),
+        denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")]).await),
         Reason::MissingToken
     );
 }
 
-#[test]
-fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
+#[tokio::test]
+async fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
     let allow = allowed(decide(
         "GET",
         "/orders/1",
         &[("authorization", &bearer("alice"))],
-    ));
+    ).await);
     let headers: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
     assert_eq!(headers["x-portcullis-username"], "alice");
     assert_eq!(
@@ -143,66 +143,66 @@ fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
     assert!(allow.remove_headers.is_empty());
 }
 
-#[test]
-fn a_valid_token_without_the_role_is_insufficient() {
+#[tokio::test]
+async fn a_valid_token_without_the_role_is_insufficient() {
     let reason = denied(decide(
         "GET",
         "/orders",
         &[("authorization", &bearer("bob"))],
-    ));
+    ).await);
     assert_eq!(
         reason,
         Reason::Insufficient(Unmet::RealmRole("orders-reader".into()))
     );
 }
 
-#[test]
-fn two_tokens_are_an_invalid_request() {
+#[tokio::test]
+async fn two_tokens_are_an_invalid_request() {
     let two = format!("{},{}", bearer("alice"), bearer("alice"));
-    let reason = denied(decide("GET", "/orders", &[("authorization", &two)]));
+    let reason = denied(decide("GET", "/orders", &[("authorization", &two)]).await);
     assert_eq!(reason, Reason::BadCredential(CredentialError::Multiple));
 }
 
-#[test]
-fn an_invalid_token_is_denied_with_its_reason() {
-    let reason = denied(decide("GET", "/me", &[("authorization", "Bearer a.b.c")]));
+#[tokio::test]
+async fn an_invalid_token_is_denied_with_its_reason() {
+    let reason = denied(decide("GET", "/me", &[("authorization", "Bearer a.b.c")]).await);
     assert!(matches!(
         reason,
         Reason::InvalidToken(TokenError::Malformed(_))
     ));
 }
 
-#[test]
-fn unmatched_requests_are_denied() {
+#[tokio::test]
+async fn unmatched_requests_are_denied() {
     let reason = denied(decide(
         "GET",
         "/administrator",
         &[("authorization", &bearer("alice"))],
-    ));
+    ).await);
     assert_eq!(reason, Reason::NoRoute);
 }
 
-#[test]
-fn an_ambiguous_path_is_denied_before_matching() {
-    let reason = denied(decide("GET", "/docs/..%2fadmin", &[]));
+#[tokio::test]
+async fn an_ambiguous_path_is_denied_before_matching() {
+    let reason = denied(decide("GET", "/docs/..%2fadmin", &[]).await);
     assert_eq!(reason, Reason::InvalidPath(PathError::Ambiguous));
 }
 
-#[test]
-fn dot_segments_cannot_climb_out_of_a_public_prefix() {
-    let reason = denied(decide("GET", "/docs/../orders/1", &[]));
+#[tokio::test]
+async fn dot_segments_cannot_climb_out_of_a_public_prefix() {
+    let reason = denied(decide("GET", "/docs/../orders/1", &[]).await);
     assert_eq!(reason, Reason::MissingToken);
 }
 
-#[test]
-fn claims_that_cannot_be_header_values_are_removed_not_set() {
+#[tokio::test]
+async fn claims_that_cannot_be_header_values_are_removed_not_set() {
     let user = issuer::user("alice").unwrap();
     let mut claims = dev().access_claims(user, &["orders-api"], NOW);
     claims["preferred_username"] = json!("alice\r\nx-portcullis-subject: admin");
     claims["realm_access"]["roles"] = json!(["orders-reader", "a,b"]);
     claims.as_object_mut().unwrap().remove("sub");
     let auth = format!("Bearer {}", dev().sign_claims(&claims).unwrap());
-    let allow = allowed(decide("GET", "/me", &[("authorization", &auth)]));
+    let allow = allowed(decide("GET", "/me", &[("authorization", &auth)]).await);
     let set: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
     assert!(!set.contains_key("x-portcullis-username"));
     assert!(!set.contains_key("x-portcullis-subject"));

@@ -141,13 +141,33 @@ fn issuer_errors_name_the_issuer_and_field() {
     let cases = [
         (
             "{ name: a, issuer: 'https://i' }",
-            "jwks_url",
+            "discovery_url, jwks_url",
             "exactly one",
         ),
         (
             "{ name: a, issuer: 'https://i', jwks_url: 'https://k', discovery_url: 'https://d' }",
-            "jwks_url",
+            "discovery_url, jwks_url",
             "exactly one",
+        ),
+        (
+            "{ name: a, issuer: 'sso.example.test/realms/a', jwks_url: 'https://k' }",
+            "issuer",
+            "URL",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', max_key_age_seconds: 60 }",
+            "max_key_age_seconds",
+            "refresh_interval",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', ca_file: /nonexistent.pem }",
+            "ca_file",
+            "cannot read",
+        ),
+        (
+            "{ name: a, issuer: 'https://i', jwks_url: 'https://k', fetch_timeout_seconds: 0 }",
+            "fetch_timeout_seconds",
+            "between",
         ),
         (
             "{ name: a, issuer: 'https://i', jwks_url: 'ftp://k' }",
@@ -222,6 +242,22 @@ fn duplicate_issuer_names_and_iss_are_refused() {
     assert!(invalid(&format!("{same_name}{route}")).contains("issuers[1] (line 3): name"));
     let same_iss = "issuers:\n  - { name: a, issuer: 'https://i', jwks_url: 'https://k' }\n  - { name: b, issuer: 'https://i', jwks_url: 'https://k' }\n";
     assert!(invalid(&format!("{same_iss}{route}")).contains("issuers[1] (line 3): issuer"));
+}
+
+#[test]
+fn duplicate_route_names_and_identity_headers_are_refused() {
+    let two = "    match: { path: /a }\n  - name: r\n    match: { path: /b }\n";
+    let e = invalid(&with_route(two));
+    assert!(e.contains("routes[1] \"r\" (line 6): name"), "{e}");
+    let route = "routes:\n  - { name: r, match: { path_prefix: / }, public: true }\n";
+    let e = invalid(&format!("identity_headers: {{ subject: x-a, username: x-a }}\n{route}"));
+    assert!(e.contains("identity_headers.username"), "{e}");
+}
+
+#[test]
+fn parse_errors_name_the_file_not_input() {
+    let e = invalid("routes: [\n");
+    assert!(!e.contains("<input>") && e.contains("test.yaml"), "{e}");
 }
 
 #[test]

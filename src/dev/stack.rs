@@ -49,6 +49,8 @@ pub struct Stack {
     pub envoy: Envoy,
     /// The portcullis gRPC address.
     pub authz: SocketAddr,
+    /// The portcullis admin (metrics, readiness) address.
+    pub admin: SocketAddr,
     /// The echo upstream's address.
     pub upstream: SocketAddr,
     shutdown: Vec<oneshot::Sender<()>>,
@@ -102,12 +104,18 @@ impl Stack {
             .map_err(|e| DevError::Portcullis(e.to_string()))?;
         let authz_listener = bind().await?;
         let authz = local_addr(&authz_listener)?;
+        let admin_listener = bind().await?;
+        let admin = local_addr(&admin_listener)?;
+        let listeners = crate::server::Listeners {
+            grpc: authz_listener,
+            admin: Some(admin_listener),
+        };
         let (stop_authz, stopped) = oneshot::channel::<()>();
         tasks.spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = crate::server::serve(&config, authz_listener, shutdown).await {
+            if let Err(e) = crate::server::serve(&config, listeners, shutdown).await {
                 tracing::error!(error = %e, "portcullis stopped");
             }
         });
@@ -121,6 +129,7 @@ impl Stack {
             issuer,
             envoy,
             authz,
+            admin,
             upstream,
             shutdown,
             tasks,

@@ -33,6 +33,9 @@ fn trusted(audiences: &[&str], algorithms: &[Algorithm], keys: Arc<IssuerKeys>) 
         audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
         algorithms: algorithms.to_vec(),
         clock_skew_seconds: 30,
+        allow_missing_kid: false,
+        max_key_age_seconds: 86_400,
+        unknown_kid_wait: std::time::Duration::from_millis(50),
         keys,
     }
 }
@@ -72,14 +75,14 @@ fn b64(s: &str) -> String {
 }
 
 fn err(token: &str) -> TokenError {
-    validator().validate(token, NOW).unwrap_err()
+    validator().validate_now(token, NOW).unwrap_err()
 }
 
 #[test]
 fn a_keycloak_access_token_is_accepted_with_its_claims() {
     let v = validator();
     let token = signed(&claims());
-    let verified = v.validate(&token, NOW).unwrap();
+    let verified = v.validate_now(&token, NOW).unwrap();
     assert_eq!(&*verified.issuer.name, "acme");
     assert_eq!(verified.claims.preferred_username.as_deref(), Some("alice"));
     assert_eq!(verified.claims.realm_access.unwrap().roles.len(), 3);
@@ -94,9 +97,9 @@ fn an_expired_token_is_refused_after_the_skew() {
     let exp = NOW + 300;
     let token = signed(&claims());
     let v = validator();
-    assert!(v.validate(&token, exp + 29).is_ok());
+    assert!(v.validate_now(&token, exp + 29).is_ok());
     assert_eq!(
-        v.validate(&token, exp + 30).unwrap_err(),
+        v.validate_now(&token, exp + 30).unwrap_err(),
         TokenError::Expired
     );
 }
@@ -114,10 +117,10 @@ fn a_token_not_yet_valid_is_refused_beyond_the_skew() {
     let v = validator();
     let token = with(|c| c["nbf"] = json!(NOW + 100));
     assert_eq!(
-        v.validate(&token, NOW).unwrap_err(),
+        v.validate_now(&token, NOW).unwrap_err(),
         TokenError::NotYetValid
     );
-    assert!(v.validate(&token, NOW + 71).is_ok());
+    assert!(v.validate_now(&token, NOW + 71).is_ok());
 }
 
 #[test]
@@ -147,11 +150,11 @@ fn a_token_of_another_issuer_is_refused() {
 fn audience_is_matched_as_string_or_array() {
     let v = validator();
     assert!(
-        v.validate(&with(|c| c["aud"] = json!("orders-api")), NOW)
+        v.validate_now(&with(|c| c["aud"] = json!("orders-api")), NOW)
             .is_ok()
     );
     assert!(
-        v.validate(&with(|c| c["aud"] = json!(["x", "orders-api"])), NOW)
+        v.validate_now(&with(|c| c["aud"] = json!(["x", "orders-api"])), NOW)
             .is_ok()
     );
     assert_eq!(
@@ -179,7 +182,7 @@ fn audience_is_not_checked_when_none_is_configured() {
     let no_aud = with(|c| {
         c.as_object_mut().unwrap().remove("aud");
     });
-    assert!(v.validate(&no_aud, NOW).is_ok());
+    assert!(v.validate_now(&no_aud, NOW).is_ok());
 }
 
 #[test]
@@ -352,7 +355,7 @@ fn an_oversized_token_is_refused_before_decoding() {
     let v = Validator::new(vec![], 256);
     let token = "x".repeat(257);
     assert_eq!(
-        v.validate(&token, NOW).unwrap_err(),
+        v.validate_now(&token, NOW).unwrap_err(),
         TokenError::TooLarge { limit: 256 }
     );
 }
@@ -379,7 +382,7 @@ fn deeply_nested_json_is_refused_without_crashing() {
     let token = format!("{}.{}.AAAA", header("RS256", Some("k")), b64(&deep));
     let v = Validator::new(vec![], 1024 * 1024);
     assert!(matches!(
-        v.validate(&token, NOW).unwrap_err(),
+        v.validate_now(&token, NOW).unwrap_err(),
         TokenError::Malformed(_)
     ));
 }
@@ -391,7 +394,7 @@ fn keys_not_yet_loaded_refuse_with_keys_unavailable() {
         vec![trusted(&["orders-api"], &[Algorithm::RS256], empty)],
         16 * 1024,
     );
-    let e = v.validate(&signed(&claims()), NOW).unwrap_err();
+    let e = v.validate_now(&signed(&claims()), NOW).unwrap_err();
     assert!(matches!(e, TokenError::KeysUnavailable { .. }));
 }
 
@@ -420,11 +423,11 @@ fn es256_tokens_verify_with_an_ec_key_and_rs256_cannot_pose_as_es256() {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let sig = pair.sign(&rng, input.as_bytes()).unwrap();
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
-    assert!(v.validate(&token, NOW).is_ok());
+    assert!(v.validate_now(&token, NOW).is_ok());
 
     let zeros = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
     assert_eq!(
-        v.validate(&zeros, NOW).unwrap_err(),
+        v.validate_now(&zeros, NOW).unwrap_err(),
         TokenError::BadSignature
     );
 
@@ -432,7 +435,7 @@ fn es256_tokens_verify_with_an_ec_key_and_rs256_cannot_pose_as_es256() {
         .sign(&json!({"alg": "ES256", "kid": "ec-1"}), &claims())
         .unwrap();
     assert_eq!(
-        v.validate(&rsa_as_ec, NOW).unwrap_err(),
+        v.validate_now(&rsa_as_ec, NOW).unwrap_err(),
         TokenError::BadSignature
     );
 }
