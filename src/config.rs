@@ -356,7 +356,10 @@ impl Config {
                 .value
                 .validate()
                 .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
-            let first = self.routes.iter().position(|o| o.value.name == route.value.name);
+            let first = self
+                .routes
+                .iter()
+                .position(|o| o.value.name == route.value.name);
             if first != Some(i) {
                 return Err(fail(format!("{at}: name"), "another route has this name"));
             }
@@ -508,13 +511,19 @@ impl IssuerConfig {
             return err("refresh_interval_seconds", "between 10 and 86400 seconds");
         }
         if !(1..=3600).contains(&self.unknown_kid_refetch_interval_seconds) {
-            return err("unknown_kid_refetch_interval_seconds", "between 1 and 3600 seconds");
+            return err(
+                "unknown_kid_refetch_interval_seconds",
+                "between 1 and 3600 seconds",
+            );
         }
         if self.unknown_kid_wait_milliseconds > 10_000 {
             return err("unknown_kid_wait_milliseconds", "at most 10000");
         }
         if self.max_key_age_seconds < self.refresh_interval_seconds {
-            return err("max_key_age_seconds", "must be at least refresh_interval_seconds");
+            return err(
+                "max_key_age_seconds",
+                "must be at least refresh_interval_seconds",
+            );
         }
         if !(1..=60).contains(&self.connect_timeout_seconds) {
             return err("connect_timeout_seconds", "between 1 and 60 seconds");
@@ -523,7 +532,12 @@ impl IssuerConfig {
             return err("fetch_timeout_seconds", "between 1 and 120 seconds");
         }
         if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| ("ca_file".to_owned(), format!("cannot read {}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                (
+                    "ca_file".to_owned(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             match reqwest::Certificate::from_pem_bundle(&pem) {
                 Ok(certs) if !certs.is_empty() => {}
                 _ => return err("ca_file", "not a PEM bundle of certificates"),

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::{Notify, watch};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use tokio::sync::{Notify, watch};
 
 /// The family of a verification key, which fixes the algorithms it may verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +418,11 @@ impl IssuerKeys {
         let Ok(mut state) = self.refetch.lock() else {
             return Refetch::RateLimited;
         };
-        if state.unknown.get(kid).is_some_and(|at| now.duration_since(*at) < UNKNOWN_KID_MEMORY) {
+        if state
+            .unknown
+            .get(kid)
+            .is_some_and(|at| now.duration_since(*at) < UNKNOWN_KID_MEMORY)
+        {
             return Refetch::Remembered;
         }
         let receiver = self.fetched.subscribe();

@@ -107,7 +107,10 @@ impl Runtime {
             });
         }
         let validator = Validator::new(trusted, config.max_token_bytes);
-        let metric_issuers = issuers.iter().map(|i| (i.name.clone(), i.keys.clone())).collect();
+        let metric_issuers = issuers
+            .iter()
+            .map(|i| (i.name.clone(), i.keys.clone()))
+            .collect();
         Self {
             checker: Arc::new(Checker::new(config, validator)),
             issuers,
@@ -122,7 +125,9 @@ impl Runtime {
             .filter(|i| i.required)
             .filter(|i| {
                 let max_age = i64::try_from(i.source.max_key_age.as_secs()).unwrap_or(i64::MAX);
-                i.keys.load().is_none_or(|set| set.age_seconds(now) > max_age)
+                i.keys
+                    .load()
+                    .is_none_or(|set| set.age_seconds(now) > max_age)
             })
             .map(|i| i.name.clone())
             .collect()
@@ -154,7 +159,9 @@ impl AuthzService {
             Err(e) => Decision::deny(None, Reason::NotHttp(e)),
         };
         let response = respond::check_response(&decision, &checker.realm);
-        self.runtime.metrics.record_check(&labels(&decision), started.elapsed());
+        self.runtime
+            .metrics
+            .record_check(&labels(&decision), started.elapsed());
         response
     }
 }

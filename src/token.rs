@@ -233,7 +233,10 @@ impl Validator {
             let _ = tokio::time::timeout(issuer.unknown_kid_wait, fetched.changed()).await;
         }
         let retried = self.validate_now(token, now);
-        if retried.as_ref().is_err_and(|e| *e == TokenError::UnknownKey) {
+        if retried
+            .as_ref()
+            .is_err_and(|e| *e == TokenError::UnknownKey)
+        {
             issuer.keys.remember_unknown(&kid);
         }
         retried

@@ -285,3 +285,52 @@ fn set_encode_raw_headers(config: &mut Value, raw: bool) {
         .unwrap();
     ext_authz["typed_config"]["encode_raw_headers"] = json!(raw);
 }
+
+#[tokio::test]
+async fn a_rotated_realm_key_passes_on_its_first_request() {
+    let stack = start().await;
+    let before = bearer(&stack, "alice");
+    stack.issuer.rotate().unwrap();
+    let after = bearer(&stack, "alice");
+    let first = send(&stack, "GET", "/me", &[("authorization", &after)]).await;
+    assert_eq!(
+        first.status, 200,
+        "new key, first request: {:?}",
+        first.body
+    );
+    let old = send(&stack, "GET", "/me", &[("authorization", &before)]).await;
+    assert_eq!(old.status, 200, "the passive key still verifies");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_are_counted_in_metrics_and_readiness_is_served() {
+    let stack = start().await;
+    let alice = bearer(&stack, "alice");
+    send(&stack, "GET", "/orders/1", &[]).await;
+    send(&stack, "GET", "/orders/1", &[("authorization", &alice)]).await;
+    let admin = format!("http://{}", stack.admin);
+    let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let live = reqwest::get(format!("{admin}/livez")).await.unwrap();
+    assert_eq!(live.status(), 200);
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"portcullis_checks_total{route="orders-read",decision="deny",reason="missing_token"} 1"#,
+        r#"portcullis_checks_total{route="orders-read",decision="allow",reason="ok"} 1"#,
+        r#"portcullis_key_fetches_total{issuer="demo",result="ok"} 1"#,
+        r#"portcullis_key_set_keys{issuer="demo"} 1"#,
+        "portcullis_check_duration_seconds_count 2",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    stack.stop().await;
+}

@@ -25,6 +25,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 struct Harness {
     addr: SocketAddr,
+    admin: SocketAddr,
     issuer: Arc<DevIssuer>,
     jwks_up: Arc<AtomicBool>,
 }
@@ -58,10 +59,12 @@ async fn start() -> Harness {
     let config = Config::from_yaml(&yaml, "test").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
     tokio::spawn(async move {
         let listeners = portcullis::server::Listeners {
             grpc: listener,
-            admin: None,
+            admin: Some(admin_listener),
         };
         portcullis::server::serve(&config, listeners, std::future::pending())
             .await
@@ -69,6 +72,7 @@ async fn start() -> Harness {
     });
     Harness {
         addr,
+        admin,
         issuer,
         jwks_up,
     }
@@ -159,6 +163,15 @@ async fn health_is_not_serving_until_keys_load_and_checks_are_denied_meanwhile()
         "keys not loaded: a denial, not a gRPC error"
     );
 
+    let readyz = reqwest::get(format!("http://{}/readyz", h.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(
+        readyz.text().await.unwrap().ends_with("\nt\n"),
+        "names the missing issuer"
+    );
+
     h.jwks_up.store(true, Ordering::SeqCst);
     let mut serving = false;
     for _ in 0..150 {
@@ -176,6 +189,10 @@ async fn health_is_not_serving_until_keys_load_and_checks_are_denied_meanwhile()
         health(&ch, "envoy.service.auth.v3.Authorization").await,
         ServingStatus::Serving as i32
     );
+    let readyz = reqwest::get(format!("http://{}/readyz", h.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
     let later = check(&ch, http_check(Some(&token))).await;
     assert_eq!(
         later.status.unwrap().code,

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::response::{IntoResponse, Redirect};
@@ -20,14 +19,26 @@ async fn serve(router: Router) -> SocketAddr {
 }
 
 fn source(issuer: &str, discovery: Option<String>, jwks: Option<String>) -> KeySource {
-    KeySource {
-        name: "test".into(),
-        issuer: issuer.into(),
-        discovery_url: discovery,
-        jwks_url: jwks,
-        allow_insecure_http: false,
-        refresh_interval: Duration::from_secs(300),
-    }
+    source_with(issuer, discovery, jwks, "")
+}
+
+/// A key source from configuration, with extra issuer settings (`, key: value`).
+fn source_with(
+    issuer: &str,
+    discovery: Option<String>,
+    jwks: Option<String>,
+    extra: &str,
+) -> KeySource {
+    let url = match (discovery, jwks) {
+        (Some(d), None) => format!("discovery_url: '{d}'"),
+        (None, Some(j)) => format!("jwks_url: '{j}'"),
+        _ => panic!("one URL"),
+    };
+    let yaml = format!(
+        "issuers:\n  - {{ name: test, issuer: '{issuer}', {url}{extra} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }} }}\n"
+    );
+    let config = portcullis::config::Config::from_yaml(&yaml, "test").unwrap();
+    KeySource::from_config(&config.issuers[0].value)
 }
 
 fn jwks() -> serde_json::Value {
@@ -53,7 +64,7 @@ async fn keys_are_found_through_discovery() {
     .fetch(&http_client().unwrap())
     .await
     .unwrap();
-    assert_eq!((set.len(), set.skipped), (1, 1));
+    assert_eq!((set.keys.len(), set.keys.skipped), (1, 1));
 }
 
 #[tokio::test]
@@ -195,4 +206,93 @@ async fn an_unreachable_server_is_an_http_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Http { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_slow_server_times_out_within_the_fetch_timeout() {
+    let router = Router::new().route(
+        "/jwks",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            "{}"
+        }),
+    );
+    let addr = serve(router).await;
+    let source = source_with(
+        "https://i",
+        None,
+        Some(format!("http://{addr}/jwks")),
+        ", fetch_timeout_seconds: 1",
+    );
+    let started = std::time::Instant::now();
+    let err = source
+        .fetch(&source.http_client().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Http { .. }), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_cache_file_keeps_the_last_good_keys_for_a_restart() {
+    let keys = jwks();
+    let router = Router::new().route("/jwks", get(move || async move { axum::Json(keys) }));
+    let addr = serve(router).await;
+    let dir = std::env::temp_dir().join(format!("portcullis-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("acme.jwks.json");
+    let extra = format!(", cache_file: '{}'", cache.display());
+    let source = source_with(
+        "https://i",
+        None,
+        Some(format!("http://{addr}/jwks")),
+        &extra,
+    );
+    let fetched = source.fetch(&source.http_client().unwrap()).await.unwrap();
+    source.write_cache(&fetched).unwrap();
+
+    let restored = source
+        .read_cache(std::time::SystemTime::now())
+        .expect("cache read back");
+    assert_eq!(restored.kids(), fetched.keys.kids());
+    assert_eq!(restored.fetched_at, fetched.keys.fetched_at);
+
+    let two_days = std::time::Duration::from_secs(2 * 86_400);
+    assert!(
+        source
+            .read_cache(std::time::SystemTime::now() + two_days)
+            .is_none(),
+        "too old"
+    );
+    std::fs::write(&cache, "garbage").unwrap();
+    assert!(
+        source.read_cache(std::time::SystemTime::now()).is_none(),
+        "corrupt"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_refresh_period_follows_a_shorter_cache_control_max_age() {
+    let keys = jwks();
+    let router = Router::new().route(
+        "/jwks",
+        get(move || async move { ([("cache-control", "public, max-age=60")], axum::Json(keys)) }),
+    );
+    let addr = serve(router).await;
+    let source = source(
+        "https://i",
+        None,
+        Some(format!("http://{addr}/jwks")),
+    );
+    let fetched = source.fetch(&http_client().unwrap()).await.unwrap();
+    assert_eq!(fetched.max_age, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(
+        source.next_refresh(fetched.max_age),
+        std::time::Duration::from_secs(60)
+    );
 }

@@ -65,7 +65,9 @@ fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReq
 
 async fn decide(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
     let check = check_request(method, path, headers);
-    checker().check(&Request::from_check(&check).unwrap(), NOW).await
+    checker()
+        .check(&Request::from_check(&check).unwrap(), NOW)
+        .await
 }
 
 fn denied(decision: Decision) -> Reason {
@@ -88,11 +90,7 @@ fn bearer(user: &str) -> String {
 
 #[tokio::test]
 async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
-    let allow = allowed(decide(
-        "GET",
-        "/docs/x",
-        &[("x-portcullis-subject", "forged")],
-    ).await);
+    let allow = allowed(decide("GET", "/docs/x", &[("x-portcullis-subject", "forged")]).await);
     assert_eq!(&*allow.route, "docs");
     assert!(allow.set_headers.is_empty());
     assert!(
@@ -105,16 +103,15 @@ async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
 
 #[tokio::test]
 async fn a_public_route_ignores_even_a_broken_token() {
-    allowed(decide(
-        "GET",
-        "/docs",
-        &[("authorization", "Bearer garbage")],
-    ).await);
+    allowed(decide("GET", "/docs", &[("authorization", "Bearer garbage")]).await);
 }
 
 #[tokio::test]
 async fn a_protected_route_without_a_token_is_missing_token() {
-    assert_eq!(denied(decide("GET", "/orders", &[]).await), Reason::MissingToken);
+    assert_eq!(
+        denied(decide("GET", "/orders", &[]).await),
+        Reason::MissingToken
+    );
     assert_eq!(
         denied(decide("GET", "/orders", &[("authorization", "Basic YTpi")]).await),
         Reason::MissingToken
@@ -123,11 +120,7 @@ async fn a_protected_route_without_a_token_is_missing_token() {
 
 #[tokio::test]
 async fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
-    let allow = allowed(decide(
-        "GET",
-        "/orders/1",
-        &[("authorization", &bearer("alice"))],
-    ).await);
+    let allow = allowed(decide("GET", "/orders/1", &[("authorization", &bearer("alice"))]).await);
     let headers: HashMap<_, _> = allow.set_headers.iter().cloned().collect();
     assert_eq!(headers["x-portcullis-username"], "alice");
     assert_eq!(
@@ -145,11 +138,7 @@ async fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
 
 #[tokio::test]
 async fn a_valid_token_without_the_role_is_insufficient() {
-    let reason = denied(decide(
-        "GET",
-        "/orders",
-        &[("authorization", &bearer("bob"))],
-    ).await);
+    let reason = denied(decide("GET", "/orders", &[("authorization", &bearer("bob"))]).await);
     assert_eq!(
         reason,
         Reason::Insufficient(Unmet::RealmRole("orders-reader".into()))
@@ -174,11 +163,14 @@ async fn an_invalid_token_is_denied_with_its_reason() {
 
 #[tokio::test]
 async fn unmatched_requests_are_denied() {
-    let reason = denied(decide(
-        "GET",
-        "/administrator",
-        &[("authorization", &bearer("alice"))],
-    ).await);
+    let reason = denied(
+        decide(
+            "GET",
+            "/administrator",
+            &[("authorization", &bearer("alice"))],
+        )
+        .await,
+    );
     assert_eq!(reason, Reason::NoRoute);
 }
 

@@ -250,7 +250,9 @@ fn duplicate_route_names_and_identity_headers_are_refused() {
     let e = invalid(&with_route(two));
     assert!(e.contains("routes[1] \"r\" (line 6): name"), "{e}");
     let route = "routes:\n  - { name: r, match: { path_prefix: / }, public: true }\n";
-    let e = invalid(&format!("identity_headers: {{ subject: x-a, username: x-a }}\n{route}"));
+    let e = invalid(&format!(
+        "identity_headers: {{ subject: x-a, username: x-a }}\n{route}"
+    ));
     assert!(e.contains("identity_headers.username"), "{e}");
 }
 

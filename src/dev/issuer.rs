@@ -5,7 +5,7 @@
 //! discovery and JWKS at Keycloak's paths, and mints access tokens for a few
 //! built-in users at Keycloak's token endpoint, with no password check.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
@@ -22,7 +22,12 @@ pub const TOKEN_LIFETIME_SECONDS: i64 = 300;
 pub struct DevIssuer {
     base_url: String,
     realm: String,
-    signing: RsaKeyPair,
+    keys: RwLock<RealmKeys>,
+}
+
+/// The active signing key and the published JWKS (which keeps rotated-out keys).
+struct RealmKeys {
+    signing: Arc<RsaKeyPair>,
     kid: String,
     jwks: Value,
 }
@@ -87,20 +92,38 @@ impl DevIssuer {
         let signing = generate_rsa()?;
         let decoy = generate_rsa()?;
         let kid = key_id(&signing);
-        let mut sig_jwk = rsa_jwk(&signing, &kid);
-        sig_jwk["use"] = json!("sig");
-        sig_jwk["alg"] = json!("RS256");
         let decoy_kid = key_id(&decoy);
         let mut enc_jwk = rsa_jwk(&decoy, &decoy_kid);
         enc_jwk["use"] = json!("enc");
         enc_jwk["alg"] = json!("RSA-OAEP");
+        let keys = RealmKeys {
+            jwks: json!({ "keys": [enc_jwk, signing_jwk(&signing, &kid)] }),
+            signing: Arc::new(signing),
+            kid,
+        };
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             realm: realm.to_owned(),
-            signing,
-            kid,
-            jwks: json!({ "keys": [enc_jwk, sig_jwk] }),
+            keys: RwLock::new(keys),
         })
+    }
+
+    /// Rotates the realm key as Keycloak does when a new key provider gets a
+    /// higher priority: the new key signs from now on, the old one stays
+    /// published (passive) so tokens it signed still verify. Returns the new `kid`.
+    pub fn rotate(&self) -> Result<String, DevError> {
+        let signing = generate_rsa()?;
+        let kid = key_id(&signing);
+        let mut keys = self
+            .keys
+            .write()
+            .map_err(|_| DevError::Crypto("key lock poisoned".into()))?;
+        if let Some(list) = keys.jwks["keys"].as_array_mut() {
+            list.push(signing_jwk(&signing, &kid));
+        }
+        keys.signing = Arc::new(signing);
+        keys.kid = kid.clone();
+        Ok(kid)
     }
 
     /// The `iss` of its tokens: `<base>/realms/<realm>`.
@@ -108,14 +131,17 @@ impl DevIssuer {
         format!("{}/realms/{}", self.base_url, self.realm)
     }
 
-    /// The `kid` of the signing key.
-    pub fn kid(&self) -> &str {
-        &self.kid
+    /// The `kid` of the active signing key.
+    pub fn kid(&self) -> String {
+        self.keys.read().map(|k| k.kid.clone()).unwrap_or_default()
     }
 
     /// The JWKS document.
-    pub fn jwks(&self) -> &Value {
-        &self.jwks
+    pub fn jwks(&self) -> Value {
+        self.keys
+            .read()
+            .map(|k| k.jwks.clone())
+            .unwrap_or(Value::Null)
     }
 
     /// The discovery document, with Keycloak's endpoint paths.
@@ -166,7 +192,7 @@ impl DevIssuer {
 
     /// Signs claims with the realm key, with Keycloak's header.
     pub fn sign_claims(&self, claims: &Value) -> Result<String, DevError> {
-        let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid });
+        let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid() });
         self.sign(&header, claims)
     }
 
@@ -175,9 +201,14 @@ impl DevIssuer {
         let header = URL_SAFE_NO_PAD.encode(header.to_string());
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
         let input = format!("{header}.{claims}");
-        let mut signature = vec![0; self.signing.public_modulus_len()];
+        let signing = self
+            .keys
+            .read()
+            .map(|k| k.signing.clone())
+            .map_err(|_| DevError::Crypto("key lock poisoned".into()))?;
+        let mut signature = vec![0; signing.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        self.signing
+        signing
             .sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut signature)
             .map_err(|e| DevError::Crypto(format!("signing failed: {e}")))?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
@@ -218,7 +249,7 @@ impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevIssuer")
             .field("issuer", &self.issuer())
-            .field("kid", &self.kid)
+            .field("kid", &self.kid())
             .finish_non_exhaustive()
     }
 }
@@ -230,7 +261,7 @@ async fn discovery(axum::extract::State(issuer): Shared) -> axum::Json<Value> {
 }
 
 async fn certs(axum::extract::State(issuer): Shared) -> axum::Json<Value> {
-    axum::Json(issuer.jwks().clone())
+    axum::Json(issuer.jwks())
 }
 
 /// `grant_type=password&username=alice` or `grant_type=client_credentials&client_id=billing-batch`.
@@ -264,6 +295,13 @@ async fn token(
 fn generate_rsa() -> Result<RsaKeyPair, DevError> {
     RsaKeyPair::generate(KeySize::Rsa2048)
         .map_err(|e| DevError::Crypto(format!("RSA key generation failed: {e}")))
+}
+
+fn signing_jwk(key: &RsaKeyPair, kid: &str) -> Value {
+    let mut jwk = rsa_jwk(key, kid);
+    jwk["use"] = json!("sig");
+    jwk["alg"] = json!("RS256");
+    jwk
 }
 
 fn rsa_jwk(key: &RsaKeyPair, kid: &str) -> Value {

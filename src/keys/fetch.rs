@@ -188,7 +188,8 @@ impl KeySource {
     pub fn http_client(&self) -> Result<reqwest::Client, String> {
         let mut builder = base_client(self.connect_timeout, self.fetch_timeout);
         if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             for cert in certs {
@@ -211,12 +212,11 @@ impl KeySource {
             }
         };
         let (document, max_age) = get_bounded(client, &jwks_url).await?;
-        let keys = KeySet::from_jwks(&document, SystemTime::now()).map_err(|source| {
-            FetchError::Jwks {
+        let keys =
+            KeySet::from_jwks(&document, SystemTime::now()).map_err(|source| FetchError::Jwks {
                 url: jwks_url,
                 source,
-            }
-        })?;
+            })?;
         Ok(Fetched {
             keys,
             document,
@@ -265,7 +265,8 @@ impl KeySource {
         if age < 0 || age.unsigned_abs() > self.max_key_age.as_secs() {
             return None;
         }
-        let fetched_at = SystemTime::UNIX_EPOCH + Duration::from_secs(cache.fetched_at.unsigned_abs());
+        let fetched_at =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(cache.fetched_at.unsigned_abs());
         KeySet::from_jwks(cache.jwks.get().as_bytes(), fetched_at).ok()
     }
 
@@ -356,7 +357,11 @@ fn cache_max_age(value: &str) -> Option<Duration> {
         if directive == "no-cache" || directive == "no-store" {
             return Some(Duration::ZERO);
         }
-        let seconds = directive.strip_prefix("max-age=")?.trim_matches('"').parse().ok()?;
+        let seconds = directive
+            .strip_prefix("max-age=")?
+            .trim_matches('"')
+            .parse()
+            .ok()?;
         Some(Duration::from_secs(seconds))
     })
 }
@@ -422,7 +427,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age_is_read() {
-        assert_eq!(cache_max_age("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(
+            cache_max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
         assert_eq!(cache_max_age("no-cache"), Some(Duration::ZERO));
         assert_eq!(cache_max_age("private"), None);
         assert_eq!(cache_max_age("max-age=abc"), None);
@@ -444,8 +452,14 @@ mod tests {
             max_key_age: Duration::from_secs(86_400),
         };
         assert_eq!(source.next_refresh(None), Duration::from_secs(300));
-        assert_eq!(source.next_refresh(Some(Duration::from_secs(60))), Duration::from_secs(60));
-        assert_eq!(source.next_refresh(Some(Duration::from_secs(3600))), Duration::from_secs(300));
+        assert_eq!(
+            source.next_refresh(Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            source.next_refresh(Some(Duration::from_secs(3600))),
+            Duration::from_secs(300)
+        );
         assert_eq!(source.next_refresh(Some(Duration::ZERO)), MIN_REFRESH);
     }
 }

@@ -26,7 +26,10 @@ type Shared = axum::extract::State<Arc<Runtime>>;
 
 async fn metrics(axum::extract::State(runtime): Shared) -> impl IntoResponse {
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], runtime.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        runtime.metrics.encode(),
+    )
 }
 
 async fn readyz(axum::extract::State(runtime): Shared) -> impl IntoResponse {

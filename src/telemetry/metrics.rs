@@ -51,8 +51,8 @@ impl EncodeLabelValue for Name {
 
 /// Upper bounds of the check duration histogram, in seconds: 10 µs to 1 s.
 const DURATION_BUCKETS: [f64; 14] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.1, 0.25, 1.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.1, 0.25, 1.0,
 ];
 
 impl Metrics {
@@ -73,8 +73,12 @@ impl Metrics {
             check_duration.clone(),
         );
         registry.register_collector(Box::new(KeysCollector { issuers, now }));
-        let info = Family::<[(&'static str, &'static str); 1], prometheus_client::metrics::gauge::Gauge>::default();
-        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        let info = Family::<
+            [(&'static str, &'static str); 1],
+            prometheus_client::metrics::gauge::Gauge,
+        >::default();
+        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
         registry.register("build_info", "The running version", info);
         Self {
             registry,

@@ -41,7 +41,7 @@ fn trusted(audiences: &[&str], algorithms: &[Algorithm], keys: Arc<IssuerKeys>) 
 }
 
 fn validator() -> Validator {
-    let keys = loaded_keys(issuer().jwks());
+    let keys = loaded_keys(&issuer().jwks());
     Validator::new(
         vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)],
         16 * 1024,
@@ -177,7 +177,7 @@ fn audience_is_matched_as_string_or_array() {
 
 #[test]
 fn audience_is_not_checked_when_none_is_configured() {
-    let keys = loaded_keys(issuer().jwks());
+    let keys = loaded_keys(&issuer().jwks());
     let v = Validator::new(vec![trusted(&[], &[Algorithm::RS256], keys)], 16 * 1024);
     let no_aud = with(|c| {
         c.as_object_mut().unwrap().remove("aud");
@@ -207,12 +207,15 @@ fn id_refresh_and_untyped_tokens_are_refused() {
 fn alg_none_is_refused_in_any_casing() {
     let payload = b64(&claims().to_string());
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let token = format!("{}.{payload}.", header(alg, Some(issuer().kid())));
+        let token = format!("{}.{payload}.", header(alg, Some(issuer().kid().as_str())));
         assert!(
             matches!(err(&token), TokenError::Malformed(_)),
             "empty signature part: {alg}"
         );
-        let token = format!("{}.{payload}.AAAA", header(alg, Some(issuer().kid())));
+        let token = format!(
+            "{}.{payload}.AAAA",
+            header(alg, Some(issuer().kid().as_str()))
+        );
         assert!(
             matches!(err(&token), TokenError::AlgorithmNotAllowed(_)),
             "{alg}"
@@ -224,7 +227,10 @@ fn alg_none_is_refused_in_any_casing() {
 fn hmac_signed_with_the_public_key_is_refused() {
     // The classic key confusion: HS256 keyed with the RSA public key's bytes.
     let payload = b64(&claims().to_string());
-    let input = format!("{}.{payload}", header("HS256", Some(issuer().kid())));
+    let input = format!(
+        "{}.{payload}",
+        header("HS256", Some(issuer().kid().as_str()))
+    );
     let jwk = &issuer().jwks()["keys"][1];
     let key = aws_lc_rs::hmac::Key::new(
         aws_lc_rs::hmac::HMAC_SHA256,
@@ -438,4 +444,80 @@ fn es256_tokens_verify_with_an_ec_key_and_rs256_cannot_pose_as_es256() {
         v.validate_now(&rsa_as_ec, NOW).unwrap_err(),
         TokenError::BadSignature
     );
+}
+
+fn validator_for(jwks: &Value, algorithms: &[Algorithm]) -> Validator {
+    Validator::new(
+        vec![trusted(&["orders-api"], algorithms, loaded_keys(jwks))],
+        16 * 1024,
+    )
+}
+
+#[test]
+fn ps256_tokens_verify_with_an_rsa_key() {
+    use aws_lc_rs::signature::RSA_PSS_SHA256;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
+    let jwks = json!({ "keys": [{
+        "kty": "RSA", "kid": "ps", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    }]});
+    let input = format!(
+        "{}.{}",
+        header("PS256", Some("ps")),
+        b64(&claims().to_string())
+    );
+    let mut sig = vec![0; pair.public_modulus_len()];
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    pair.sign(&RSA_PSS_SHA256, &rng, input.as_bytes(), &mut sig)
+        .unwrap();
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig));
+    assert!(
+        validator_for(&jwks, &[Algorithm::PS256])
+            .validate_now(&token, NOW)
+            .is_ok()
+    );
+    let rs_only = validator_for(&jwks, &[Algorithm::RS256]);
+    assert!(matches!(
+        rs_only.validate_now(&token, NOW),
+        Err(TokenError::AlgorithmNotAllowed(_))
+    ));
+}
+
+#[test]
+fn eddsa_tokens_verify_with_an_ed25519_key() {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let pair = Ed25519KeyPair::generate().unwrap();
+    let jwks = json!({ "keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+    }]});
+    let input = format!(
+        "{}.{}",
+        header("EdDSA", Some("ed")),
+        b64(&claims().to_string())
+    );
+    let sig = pair.sign(input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+    let v = validator_for(&jwks, &[Algorithm::EdDSA]);
+    assert!(v.validate_now(&token, NOW).is_ok());
+    let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+    assert_eq!(
+        v.validate_now(&forged, NOW).unwrap_err(),
+        TokenError::BadSignature
+    );
+}
+
+#[test]
+fn keys_past_their_maximum_age_are_unavailable() {
+    let keys = Arc::new(IssuerKeys::default());
+    let old = SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(NOW).unwrap() - 100_000);
+    keys.store(KeySet::from_jwks(issuer().jwks().to_string().as_bytes(), old).unwrap());
+    let v = Validator::new(
+        vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)],
+        16 * 1024,
+    );
+    let e = v.validate_now(&signed(&claims()), NOW).unwrap_err();
+    assert!(matches!(e, TokenError::KeysUnavailable { .. }), "{e:?}");
 }
