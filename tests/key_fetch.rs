@@ -284,11 +284,7 @@ async fn the_refresh_period_follows_a_shorter_cache_control_max_age() {
         get(move || async move { ([("cache-control", "public, max-age=60")], axum::Json(keys)) }),
     );
     let addr = serve(router).await;
-    let source = source(
-        "https://i",
-        None,
-        Some(format!("http://{addr}/jwks")),
-    );
+    let source = source("https://i", None, Some(format!("http://{addr}/jwks")));
     let fetched = source.fetch(&http_client().unwrap()).await.unwrap();
     assert_eq!(fetched.max_age, Some(std::time::Duration::from_secs(60)));
     assert_eq!(

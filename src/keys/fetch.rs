@@ -350,13 +350,12 @@ async fn get_bounded(
     Ok((body, max_age))
 }
 
-/// `max-age` of a `Cache-Control` value; `no-cache`/`no-store` count as 0.
+/// `max-age` of a `Cache-Control` value. `no-cache` and `no-store` give no
+/// hint: some identity providers send them on every answer, and refetching
+/// at the floor for them would only load the provider.
 fn cache_max_age(value: &str) -> Option<Duration> {
     value.split(',').map(str::trim).find_map(|directive| {
         let directive = directive.to_ascii_lowercase();
-        if directive == "no-cache" || directive == "no-store" {
-            return Some(Duration::ZERO);
-        }
         let seconds = directive
             .strip_prefix("max-age=")?
             .trim_matches('"')
@@ -431,7 +430,8 @@ mod tests {
             cache_max_age("public, max-age=600"),
             Some(Duration::from_secs(600))
         );
-        assert_eq!(cache_max_age("no-cache"), Some(Duration::ZERO));
+        assert_eq!(cache_max_age("no-cache"), None);
+        assert_eq!(cache_max_age("no-cache, max-age=0"), Some(Duration::ZERO));
         assert_eq!(cache_max_age("private"), None);
         assert_eq!(cache_max_age("max-age=abc"), None);
     }
