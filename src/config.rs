@@ -137,6 +137,13 @@ pub struct IssuerConfig {
     /// Accept tokens without `kid`, tried against every key that fits their `alg`.
     #[serde(default)]
     pub allow_missing_kid: bool,
+    /// Accepted values of the `typ` claim. Empty: not checked (for issuers
+    /// without it, such as Kubernetes service accounts).
+    #[serde(default = "default_token_types")]
+    pub token_types: Vec<String>,
+    /// A file whose content is sent as `Authorization: Bearer` on key fetches,
+    /// read at each fetch (e.g. a projected service account token).
+    pub fetch_bearer_token_file: Option<std::path::PathBuf>,
     /// At most one refetch for unknown `kid`s per this many seconds.
     #[serde(default = "default_unknown_kid_refetch_interval")]
     pub unknown_kid_refetch_interval_seconds: u64,
@@ -250,6 +257,9 @@ fn default_clock_skew() -> u64 {
 }
 fn default_refresh_interval() -> u64 {
     300
+}
+fn default_token_types() -> Vec<String> {
+    vec!["Bearer".to_owned()]
 }
 fn default_true() -> bool {
     true

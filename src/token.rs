@@ -34,6 +34,8 @@ pub struct TrustedIssuer {
     pub clock_skew_seconds: u64,
     /// Whether tokens without `kid` are tried against every key that fits.
     pub allow_missing_kid: bool,
+    /// Accepted `typ` claims; empty means not checked.
+    pub token_types: Vec<String>,
     /// Keys fetched longer ago than this are not used.
     pub max_key_age_seconds: i64,
     /// How long a check waits for a refetch triggered by an unknown `kid`.
@@ -158,7 +160,7 @@ pub enum TokenError {
     /// `aud` names none of the accepted audiences.
     #[error("audience not accepted")]
     WrongAudience,
-    /// `typ` is not `Bearer`: an ID, refresh or logout token.
+    /// `typ` is not an accepted type (`Bearer` by default): an ID, refresh or logout token.
     #[error("not an access token (typ {0:?})")]
     WrongType(Option<String>),
 }
@@ -192,6 +194,7 @@ impl TrustedIssuer {
                 .collect(),
             clock_skew_seconds: config.clock_skew_seconds,
             allow_missing_kid: config.allow_missing_kid,
+            token_types: config.token_types.clone(),
             max_key_age_seconds: i64::try_from(config.max_key_age_seconds).unwrap_or(i64::MAX),
             unknown_kid_wait: Duration::from_millis(config.unknown_kid_wait_milliseconds),
             keys,
@@ -338,7 +341,12 @@ impl TrustedIssuer {
         if claims.nbf.is_some_and(|nbf| now < nbf.saturating_sub(skew)) {
             return Err(TokenError::NotYetValid);
         }
-        if claims.typ.as_deref() != Some("Bearer") {
+        let typ_ok = self.token_types.is_empty()
+            || claims
+                .typ
+                .as_ref()
+                .is_some_and(|t| self.token_types.contains(t));
+        if !typ_ok {
             return Err(TokenError::WrongType(
                 claims.typ.as_deref().map(|t| truncate(t, 16)),
             ));

@@ -292,3 +292,39 @@ async fn the_refresh_period_follows_a_shorter_cache_control_max_age() {
         std::time::Duration::from_secs(60)
     );
 }
+
+#[tokio::test]
+async fn a_bearer_token_file_authenticates_the_fetch() {
+    let keys = jwks();
+    let router = Router::new().route(
+        "/openid/v1/jwks",
+        get(move |headers: axum::http::HeaderMap| async move {
+            match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some("Bearer projected-sa-token") => Ok(axum::Json(keys)),
+                _ => Err(axum::http::StatusCode::UNAUTHORIZED),
+            }
+        }),
+    );
+    let addr = serve(router).await;
+    let url = Some(format!("http://{addr}/openid/v1/jwks"));
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let anonymous = source(issuer, None, url.clone())
+        .fetch(&http_client().unwrap())
+        .await;
+    assert!(matches!(
+        anonymous,
+        Err(FetchError::Status { status: 401, .. })
+    ));
+
+    let file = std::env::temp_dir().join(format!("portcullis-sa-token-{}", std::process::id()));
+    std::fs::write(&file, "projected-sa-token\n").unwrap();
+    let extra = format!(
+        ", fetch_bearer_token_file: '{}', token_types: []",
+        file.display()
+    );
+    let source = source_with(issuer, None, url, &extra);
+    assert!(source.fetch(&http_client().unwrap()).await.is_ok());
+    std::fs::remove_file(&file).unwrap();
+    let gone = source.fetch(&http_client().unwrap()).await.unwrap_err();
+    assert!(matches!(gone, FetchError::TokenFile { .. }), "{gone}");
+}

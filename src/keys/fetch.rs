@@ -50,6 +50,8 @@ pub struct KeySource {
     pub cache_file: Option<PathBuf>,
     /// Keys older than this are not used, from the cache file either.
     pub max_key_age: Duration,
+    /// A file holding a bearer token for the key server, read at each fetch.
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 /// Why keys could not be fetched.
@@ -62,6 +64,14 @@ pub enum FetchError {
         url: String,
         /// The cause.
         source: reqwest::Error,
+    },
+    /// The bearer token file for the key server could not be read.
+    #[error("cannot read the fetch bearer token {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// The server answered with a status other than 200.
     #[error("GET {url}: status {status}")]
@@ -129,7 +139,7 @@ impl FetchError {
     /// The metric label of this failure.
     pub fn outcome(&self) -> FetchOutcome {
         match self {
-            FetchError::Http { .. } => FetchOutcome::HttpError,
+            FetchError::Http { .. } | FetchError::TokenFile { .. } => FetchOutcome::HttpError,
             FetchError::Status { .. } => FetchOutcome::BadStatus,
             FetchError::TooLarge { .. } => FetchOutcome::TooLarge,
             FetchError::IssuerMismatch { .. } => FetchOutcome::IssuerMismatch,
@@ -181,6 +191,7 @@ impl KeySource {
             ca_file: config.ca_file.clone(),
             cache_file: config.cache_file.clone(),
             max_key_age: Duration::from_secs(config.max_key_age_seconds),
+            bearer_token_file: config.fetch_bearer_token_file.clone(),
         }
     }
 
@@ -211,7 +222,8 @@ impl KeySource {
                 });
             }
         };
-        let (document, max_age) = get_bounded(client, &jwks_url).await?;
+        let bearer = self.bearer_token()?;
+        let (document, max_age) = get_bounded(client, &jwks_url, bearer.as_deref()).await?;
         let keys =
             KeySet::from_jwks(&document, SystemTime::now()).map_err(|source| FetchError::Jwks {
                 url: jwks_url,
@@ -225,7 +237,8 @@ impl KeySource {
     }
 
     async fn discover(&self, client: &reqwest::Client, url: &str) -> Result<String, FetchError> {
-        let (body, _) = get_bounded(client, url).await?;
+        let bearer = self.bearer_token()?;
+        let (body, _) = get_bounded(client, url, bearer.as_deref()).await?;
         let doc: Discovery =
             serde_json::from_slice(&body).map_err(|source| FetchError::BadDiscovery {
                 url: url.to_owned(),
@@ -245,6 +258,18 @@ impl KeySource {
             }
         })?;
         Ok(doc.jwks_uri)
+    }
+
+    /// The bearer token for the key server, read now (projected tokens rotate).
+    fn bearer_token(&self) -> Result<Option<String>, FetchError> {
+        let Some(path) = &self.bearer_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| FetchError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Some(text.trim().to_owned()))
     }
 
     /// The next refresh: the configured period, shortened to the response's
@@ -317,12 +342,17 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 async fn get_bounded(
     client: &reqwest::Client,
     url: &str,
+    bearer: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
     let http = |source| FetchError::Http {
         url: url.to_owned(),
         source,
     };
-    let mut response = client.get(url).send().await.map_err(http)?;
+    let mut request = client.get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.map_err(http)?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(FetchError::Status {
             url: url.to_owned(),
@@ -450,6 +480,7 @@ mod tests {
             ca_file: None,
             cache_file: None,
             max_key_age: Duration::from_secs(86_400),
+            bearer_token_file: None,
         };
         assert_eq!(source.next_refresh(None), Duration::from_secs(300));
         assert_eq!(

@@ -34,6 +34,7 @@ fn trusted(audiences: &[&str], algorithms: &[Algorithm], keys: Arc<IssuerKeys>) 
         algorithms: algorithms.to_vec(),
         clock_skew_seconds: 30,
         allow_missing_kid: false,
+        token_types: vec!["Bearer".to_owned()],
         max_key_age_seconds: 86_400,
         unknown_kid_wait: std::time::Duration::from_millis(50),
         keys,
@@ -520,4 +521,26 @@ fn keys_past_their_maximum_age_are_unavailable() {
     );
     let e = v.validate_now(&signed(&claims()), NOW).unwrap_err();
     assert!(matches!(e, TokenError::KeysUnavailable { .. }), "{e:?}");
+}
+
+#[test]
+fn the_typ_check_follows_the_issuer_setting() {
+    let mut untyped_issuer = trusted(
+        &["orders-api"],
+        &[Algorithm::RS256],
+        loaded_keys(&issuer().jwks()),
+    );
+    untyped_issuer.token_types = Vec::new();
+    let v = Validator::new(vec![untyped_issuer], 16 * 1024);
+    let untyped = with(|c| {
+        c.as_object_mut().unwrap().remove("typ");
+    });
+    assert!(
+        v.validate_now(&untyped, NOW).is_ok(),
+        "not checked when the list is empty"
+    );
+    assert!(
+        validator().validate_now(&untyped, NOW).is_err(),
+        "checked by default"
+    );
 }
