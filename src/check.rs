@@ -84,7 +84,7 @@ impl Checker {
     /// A validated token: identity headers are set from its claims; those it
     /// lacks are removed, so that no client copy reaches the upstream.
     fn identified(&self, route: &Route, verified: Verified<'_>) -> Allow {
-        let Verified { issuer, claims } = verified;
+        let Verified { issuer, claims, .. } = verified;
         let id = &self.identity;
         let values = [
             (&id.subject, claims.sub.clone()),

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+mod json;
+
 use crate::config::IssuerConfig;
 use crate::keys::{IssuerKeys, Refetch, parse_algorithm};
 
@@ -56,8 +58,10 @@ pub struct Validator {
 pub struct Verified<'v> {
     /// The issuer that signed it.
     pub issuer: &'v TrustedIssuer,
-    /// Its claims.
+    /// The claims portcullis reads itself.
     pub claims: Claims,
+    /// Every claim, for claim conditions of the policy.
+    pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The claims portcullis reads. Others are ignored.
@@ -172,11 +176,6 @@ struct Header {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// Only `iss` is read before the signature is checked.
-#[derive(Deserialize)]
-struct UnverifiedIssuer {
-    iss: Option<String>,
-}
 
 // === impl TrustedIssuer ===
 
@@ -248,10 +247,9 @@ impl Validator {
     /// The issuer and `kid` of a token that was refused for an unknown key.
     fn unknown_key_context(&self, token: &str) -> Option<(&TrustedIssuer, String)> {
         let parts = Parts::split(token).ok()?;
-        let header: Header = decode_json(parts.header).ok()?;
-        let payload = decode_part(parts.payload).ok()?;
-        let unverified: UnverifiedIssuer = serde_json::from_slice(&payload).ok()?;
-        let issuer = self.issuer_for(unverified.iss.as_deref()).ok()?;
+        let header = decode_header(parts.header).ok()?;
+        let payload = decode_payload(parts.payload).ok()?;
+        let issuer = self.issuer_for(payload.get("iss")).ok()?;
         Some((issuer, header.kid?))
     }
 
@@ -263,30 +261,39 @@ impl Validator {
             });
         }
         let parts = Parts::split(token)?;
-        let header: Header = decode_json(parts.header)?;
+        let header = decode_header(parts.header)?;
         if header.crit.is_some() {
             return Err(TokenError::CriticalHeader);
         }
-        let payload = decode_part(parts.payload)?;
-        let unverified: UnverifiedIssuer = serde_json::from_slice(&payload)
-            .map_err(|_| TokenError::Malformed("payload is not a JSON object"))?;
-        let issuer = self.issuer_for(unverified.iss.as_deref())?;
+        let payload = decode_payload(parts.payload)?;
+        let issuer = self.issuer_for(payload.get("iss"))?;
         let alg = issuer.algorithm(&header.alg)?;
         if header.kid.is_none() && !issuer.allow_missing_kid {
             return Err(TokenError::MissingKid);
         }
         issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
-        let claims: Claims = serde_json::from_slice(&payload)
+        let claims = Claims::deserialize(&payload)
             .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
         issuer.check_claims(&claims, now)?;
-        Ok(Verified { issuer, claims })
+        let serde_json::Value::Object(payload) = payload else {
+            return Err(TokenError::Malformed("payload is not a JSON object"));
+        };
+        Ok(Verified {
+            issuer,
+            claims,
+            payload,
+        })
     }
 
-    fn issuer_for(&self, iss: Option<&str>) -> Result<&TrustedIssuer, TokenError> {
-        let iss = iss.ok_or(TokenError::UnknownIssuer)?;
+    fn issuer_for(&self, iss: Option<&serde_json::Value>) -> Result<&TrustedIssuer, TokenError> {
+        let iss = match iss {
+            None => return Err(TokenError::UnknownIssuer),
+            Some(serde_json::Value::String(iss)) => iss,
+            Some(_) => return Err(TokenError::Malformed("iss is not a string")),
+        };
         self.issuers
             .iter()
-            .find(|i| i.issuer == iss)
+            .find(|i| &i.issuer == iss)
             .ok_or(TokenError::UnknownIssuer)
     }
 }
@@ -410,9 +417,18 @@ fn decode_part(part: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Malformed("not canonical base64url"))
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
-    let bytes = decode_part(part)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not a JWS header"))
+fn decode_header(part: &str) -> Result<Header, TokenError> {
+    let not_header = |_| TokenError::Malformed("header is not a JWS header");
+    let object = json::parse_object(&decode_part(part)?)
+        .ok_or(TokenError::Malformed("header is not a JSON object"))?;
+    Header::deserialize(serde_json::Value::Object(object)).map_err(not_header)
+}
+
+/// The payload as a JSON object (duplicate names refused).
+fn decode_payload(part: &str) -> Result<serde_json::Value, TokenError> {
+    let object = json::parse_object(&decode_part(part)?)
+        .ok_or(TokenError::Malformed("payload is not a JSON object"))?;
+    Ok(serde_json::Value::Object(object))
 }
 
 /// Cuts an attacker-chosen string before it reaches a log line or a reason.
