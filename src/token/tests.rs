@@ -139,7 +139,7 @@ fn a_token_of_another_issuer_is_refused() {
     }
     assert_eq!(
         err(&with(|c| c["iss"] = json!(["x"]))),
-        TokenError::Malformed("payload is not a JSON object")
+        TokenError::Malformed("iss is not a string")
     );
     let no_iss = with(|c| {
         c.as_object_mut().unwrap().remove("iss");
@@ -543,4 +543,12 @@ fn the_typ_check_follows_the_issuer_setting() {
         validator().validate_now(&untyped, NOW).is_err(),
         "checked by default"
     );
+}
+
+#[test]
+fn duplicate_claims_are_refused_even_when_signed() {
+    let duplicated = claims().to_string().replacen('{', "{\"typ\":\"ID\",", 1);
+    let header = json!({"alg": "RS256", "kid": issuer().kid()});
+    let token = issuer().sign_raw(&header, &duplicated).unwrap();
+    assert_eq!(err(&token), TokenError::Malformed("payload is not a JSON object"));
 }
