@@ -1,13 +1,15 @@
 //! One check, in order: route, credential, token, requirements, identity.
 //!
 //! [`Checker`] is built whole from a validated configuration and never changes;
-//! a check borrows it for its whole duration.
+//! a check borrows it for its whole duration. `portcullis explain` runs the
+//! same steps with a trace ([`Checker::explain`]).
 
-use crate::config::{Config, IdentityHeadersConfig};
+use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
 use crate::credential::{self, Credential};
 use crate::decision::{Allow, Decision, Reason};
-use crate::policy::{Access, Policy, Route};
-use crate::request::Request;
+use crate::policy::require::{TokenView, TraceLine};
+use crate::policy::{Policy, Route, Target};
+use crate::request::{PathError, PathReadings, Request};
 use crate::token::{Claims, Validator, Verified};
 
 /// Everything a check needs, built from one configuration.
@@ -16,8 +18,22 @@ pub struct Checker {
     policy: Policy,
     validator: Validator,
     identity: IdentityHeadersConfig,
+    ambiguous_paths: AmbiguousPaths,
     /// The `realm` of challenges.
     pub realm: String,
+}
+
+/// What `portcullis explain` prints: each step of a check and its result.
+#[derive(Debug, Default)]
+pub struct Explanation {
+    /// The path as matched, or the readings of an ambiguous one.
+    pub path: String,
+    /// The route that matched, with its position in the configuration.
+    pub route: Option<(String, usize)>,
+    /// What became of the credential.
+    pub token: String,
+    /// Each requirement and whether it held.
+    pub requirements: Vec<TraceLine>,
 }
 
 impl Checker {
@@ -27,6 +43,7 @@ impl Checker {
             policy: Policy::compile(config.routes.iter().map(|r| &r.value)),
             validator,
             identity: config.identity_headers.clone(),
+            ambiguous_paths: config.ambiguous_paths,
             realm: config.realm.clone(),
         }
     }
@@ -36,48 +53,153 @@ impl Checker {
         &self.validator
     }
 
+    /// The compiled routes.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Decides on one request at time `now` (seconds since the epoch).
     pub async fn check(&self, request: &Request<'_>, now: i64) -> Decision {
-        let path = match &request.path {
-            Ok(path) => path,
-            Err(e) => return Decision::deny(None, Reason::InvalidPath(*e)),
+        self.run(request, now, None).await
+    }
+
+    /// Decides as [`Checker::check`] does, and says how.
+    pub async fn explain(&self, request: &Request<'_>, now: i64) -> (Decision, Explanation) {
+        let mut explanation = Explanation::default();
+        let decision = self.run(request, now, Some(&mut explanation)).await;
+        (decision, explanation)
+    }
+
+    async fn run(
+        &self,
+        request: &Request<'_>,
+        now: i64,
+        mut explain: Option<&mut Explanation>,
+    ) -> Decision {
+        if let Some(e) = explain.as_deref_mut() {
+            e.path = describe_path(&request.path);
+        }
+        let route = match self.route(request) {
+            Ok(route) => route,
+            Err(reason) => return Decision::deny(None, reason),
         };
-        let Some(route) = self.policy.route_for(request.method, &request.host, path) else {
-            return Decision::deny(None, Reason::NoRoute);
+        if let Some(e) = explain.as_deref_mut() {
+            e.route = Some((route.name.to_string(), route.index));
+        }
+        let (denial, mut allow) = self.on_route(route, request, now, explain).await;
+        match denial {
+            None => Decision::Allow(allow),
+            Some(reason) if route.dry_run => {
+                allow.would_deny = Some(reason);
+                Decision::Allow(allow)
+            }
+            Some(reason) => Decision::deny(Some(route.name.clone()), reason),
+        }
+    }
+
+    /// The route of a request. A path that servers may read in two ways falls
+    /// under a route only if both readings fall on public routes.
+    fn route(&self, request: &Request<'_>) -> Result<&Route, Reason> {
+        let find = |path: &str| {
+            self.policy.route_for(&Target {
+                method: &request.method,
+                host: &request.host,
+                path,
+                principal: request.peer_principal,
+                context_extensions: request.context_extensions,
+            })
         };
-        let requirements = match &route.access {
-            Access::Public => return Decision::Allow(self.anonymous(route)),
-            Access::Token(requirements) => requirements,
-        };
-        let deny = |reason| Decision::deny(Some(route.name.clone()), reason);
+        match &request.path {
+            Err(e) => Err(Reason::InvalidPath(*e)),
+            Ok(PathReadings::One(path)) => find(path).ok_or(Reason::NoRoute),
+            Ok(PathReadings::Ambiguous { literal, decoded }) => {
+                let ambiguous = Reason::InvalidPath(PathError::Ambiguous);
+                if self.ambiguous_paths == AmbiguousPaths::Reject {
+                    return Err(ambiguous);
+                }
+                match (find(literal), find(decoded)) {
+                    (Some(a), Some(b))
+                        if a.token == TokenMode::Public && b.token == TokenMode::Public =>
+                    {
+                        Ok(a)
+                    }
+                    _ => Err(ambiguous),
+                }
+            }
+        }
+    }
+
+    /// The denial, if any, and the allow that would be given without it.
+    async fn on_route(
+        &self,
+        route: &Route,
+        request: &Request<'_>,
+        now: i64,
+        explain: Option<&mut Explanation>,
+    ) -> (Option<Reason>, Allow) {
+        let anonymous = || self.anonymous(route);
+        if route.token == TokenMode::Public {
+            note(explain, |e| e.token = "not read: public route".into());
+            return (None, anonymous());
+        }
         let token = match credential::find(request.headers) {
             Ok(Credential::Bearer(token)) => token,
-            Ok(Credential::None) => return deny(Reason::MissingToken),
-            Err(e) => return deny(Reason::BadCredential(e)),
+            Ok(Credential::None) if route.token == TokenMode::Optional => {
+                note(explain, |e| e.token = "none (optional)".into());
+                return (None, anonymous());
+            }
+            Ok(Credential::None) => {
+                note(explain, |e| e.token = "none".into());
+                return (Some(Reason::MissingToken), anonymous());
+            }
+            Err(e) => {
+                note(explain, |x| x.token = format!("unreadable: {e}"));
+                return (Some(Reason::BadCredential(e)), anonymous());
+            }
         };
         let verified = match self.validator.validate(token, now).await {
             Ok(verified) => verified,
-            Err(e) => return deny(Reason::InvalidToken(e)),
+            Err(e) => {
+                note(explain, |x| x.token = format!("invalid: {e}"));
+                return (Some(Reason::InvalidToken(e)), anonymous());
+            }
         };
-        if let Err(unmet) = requirements.evaluate(&verified.claims) {
-            return deny(Reason::Insufficient(unmet));
+        let issuer = verified.issuer.name.clone();
+        if !route.issuers.is_empty() && !route.issuers.iter().any(|i| **i == *issuer) {
+            note(explain, |x| {
+                x.token = format!("valid, but issuer {issuer} is not accepted here")
+            });
+            return (Some(Reason::IssuerNotAllowed), anonymous());
         }
-        Decision::Allow(self.identified(route, verified))
+        let view = TokenView {
+            claims: &verified.claims,
+            payload: &verified.payload,
+        };
+        let unmet = match explain {
+            Some(x) => {
+                x.token = format!(
+                    "valid: issuer {issuer}, sub {}",
+                    verified.claims.sub.as_deref().unwrap_or("(none)")
+                );
+                route.requirement.evaluate(view, Some(&mut x.requirements))
+            }
+            None => route.requirement.evaluate(view, None),
+        };
+        (
+            unmet.err().map(Reason::Insufficient),
+            self.identified(route, verified),
+        )
     }
 
-    /// A public route: no identity, and every identity header the client sent is removed.
+    /// No identity: every identity header the client sent is removed.
     fn anonymous(&self, route: &Route) -> Allow {
         Allow {
             route: route.name.clone(),
             issuer: None,
             subject: None,
             set_headers: Vec::new(),
-            remove_headers: self
-                .identity
-                .names()
-                .iter()
-                .map(|n| (*n).to_owned())
-                .collect(),
+            remove_headers: self.removals(|_| true),
+            would_deny: None,
         }
     }
 
@@ -93,20 +215,53 @@ impl Checker {
             (&id.client, claims.azp.clone()),
             (&id.issuer, Some(issuer.name.to_string())),
         ];
-        let mut allow = Allow {
+        let mut set_headers = Vec::with_capacity(values.len());
+        for (name, value) in values {
+            if let Some(value) = value.filter(|v| is_header_value(v)) {
+                set_headers.push((name.clone(), value));
+            }
+        }
+        let remove_headers = self.removals(|name| !set_headers.iter().any(|(n, _)| n == name));
+        Allow {
             route: route.name.clone(),
             issuer: Some(issuer.name.clone()),
             subject: claims.sub,
-            set_headers: Vec::with_capacity(values.len()),
-            remove_headers: Vec::new(),
-        };
-        for (name, value) in values {
-            match value.filter(|v| is_header_value(v)) {
-                Some(value) => allow.set_headers.push((name.clone(), value)),
-                None => allow.remove_headers.push(name.clone()),
+            set_headers,
+            remove_headers,
+            would_deny: None,
+        }
+    }
+
+    /// Identity header names to remove: those `keep` selects, and the
+    /// underscore spelling of every one (`x_portcullis_subject`), which some
+    /// upstreams (CGI, WSGI, PHP) read as the same header.
+    fn removals(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in self.identity.names() {
+            if keep(name) {
+                names.push(name.to_owned());
+            }
+            if name.contains('-') {
+                names.push(name.replace('-', "_"));
             }
         }
-        allow
+        names
+    }
+}
+
+fn note(explain: Option<&mut Explanation>, f: impl FnOnce(&mut Explanation)) {
+    if let Some(e) = explain {
+        f(e);
+    }
+}
+
+fn describe_path(path: &Result<PathReadings, PathError>) -> String {
+    match path {
+        Ok(PathReadings::One(p)) => p.clone(),
+        Ok(PathReadings::Ambiguous { literal, decoded }) => {
+            format!("ambiguous: {literal} (escapes kept) or {decoded} (escapes decoded)")
+        }
+        Err(e) => format!("refused: {e}"),
     }
 }
 

@@ -7,12 +7,17 @@
 //!
 //! Every field is documented in `config/portcullis.yaml`, which is tested to load.
 
-use std::collections::BTreeMap;
+pub mod route;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+pub use route::{
+    AmbiguousPaths, ClaimCondition, ClaimPath, MatchConfig, RequireConfig, RouteConfig, TokenMode,
+};
 
 /// A configuration that could not be used, with the place at fault.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,9 @@ pub struct Config {
     /// The `realm` parameter of `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// What to do with paths that servers may read in two ways.
+    #[serde(default)]
+    pub ambiguous_paths: AmbiguousPaths,
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
@@ -165,61 +173,9 @@ pub struct IssuerConfig {
     pub cache_file: Option<std::path::PathBuf>,
 }
 
-/// A route: which requests it matches and what they need.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// A name for logs, metrics and denial bodies.
-    pub name: String,
-    /// Which requests the route covers.
-    #[serde(rename = "match")]
-    pub matcher: MatchConfig,
-    /// No token needed; any token sent is ignored.
-    #[serde(default)]
-    pub public: bool,
-    /// What a valid token must carry. Absent: any valid token.
-    pub require: Option<RequireConfig>,
-}
-
-/// What a route matches. All given conditions must hold.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    /// Hosts, exact and case-insensitive. Without a port, any port matches. Empty: any host.
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    /// The exact path.
-    pub path: Option<String>,
-    /// A path prefix that ends on a segment boundary: `/admin` covers `/admin` and
-    /// `/admin/x`, never `/administrator`.
-    pub path_prefix: Option<String>,
-    /// HTTP methods. Empty: any method.
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-/// Claims a token must carry. Every listed item is required.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequireConfig {
-    /// Roles in `realm_access.roles`.
-    #[serde(default)]
-    pub realm_roles: Vec<String>,
-    /// Roles in `resource_access.<client>.roles`, by client.
-    #[serde(default)]
-    pub client_roles: BTreeMap<String, Vec<String>>,
-    /// Scopes in the space-separated `scope` claim.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-}
-
 /// The algorithms portcullis can verify; HMAC and `none` are never among them.
 pub const SUPPORTED_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
-
-const HTTP_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
 fn default_realm() -> String {
@@ -356,6 +312,7 @@ impl Config {
                 ));
             }
         }
+        let issuer_names: Vec<&str> = self.issuers.iter().map(|i| i.value.name.as_str()).collect();
         for (i, route) in self.routes.iter().enumerate() {
             let at = format!(
                 "routes[{i}] \"{}\" (line {})",
@@ -364,7 +321,7 @@ impl Config {
             );
             route
                 .value
-                .validate()
+                .validate(&issuer_names)
                 .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
             let first = self
                 .routes
@@ -372,12 +329,6 @@ impl Config {
                 .position(|o| o.value.name == route.value.name);
             if first != Some(i) {
                 return Err(fail(format!("{at}: name"), "another route has this name"));
-            }
-            if !route.value.public && self.issuers.is_empty() {
-                return Err(fail(
-                    format!("{at}: public"),
-                    "the route needs a token but no issuer is configured",
-                ));
             }
         }
         Ok(())
@@ -579,104 +530,6 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-// === impl RouteConfig ===
-
-impl RouteConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |f: &str, m: &str| Err((f.to_owned(), m.to_owned()));
-        if self.name.is_empty() || has_control(&self.name) {
-            return err("name", "must be non-empty, without control characters");
-        }
-        self.matcher.validate()?;
-        if self.public && self.require.is_some() {
-            return err("require", "a public route cannot require anything");
-        }
-        if let Some(require) = &self.require {
-            require.validate()?;
-        }
-        Ok(())
-    }
-}
-
-impl MatchConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |f: String, m: &str| Err((f, m.to_owned()));
-        match (&self.path, &self.path_prefix) {
-            (Some(p), None) => check_config_path(p).or_else(|m| err("match.path".into(), &m))?,
-            (None, Some(p)) => {
-                check_config_path(p).or_else(|m| err("match.path_prefix".into(), &m))?
-            }
-            _ => {
-                return err(
-                    "match.path".into(),
-                    "set exactly one of `path` and `path_prefix`",
-                );
-            }
-        }
-        for (i, host) in self.hosts.iter().enumerate() {
-            let ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
-            if !ok {
-                return err(
-                    format!("match.hosts[{i}]"),
-                    "not a host name, with optional port",
-                );
-            }
-        }
-        for (i, method) in self.methods.iter().enumerate() {
-            if !HTTP_METHODS.contains(&method.as_str()) {
-                let m = format!("unknown method; one of {}", HTTP_METHODS.join(", "));
-                return err(format!("match.methods[{i}]"), &m);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A configured path must already be in normalized form, or it could never match.
-fn check_config_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err("must start with '/'".into());
-    }
-    let normal = crate::request::normalize_path(path)
-        .map_err(|e| format!("not a plain path ({e}); write it decoded and without dots"))?;
-    if normal != path
-        && !(path.len() > 1 && path.ends_with('/') && normal == path[..path.len() - 1])
-    {
-        return Err(format!("not in normalized form; write {normal:?}"));
-    }
-    Ok(())
-}
-
-impl RequireConfig {
-    fn validate(&self) -> Result<(), (String, String)> {
-        let lists = [
-            ("require.realm_roles", &self.realm_roles),
-            ("require.scopes", &self.scopes),
-        ];
-        for (field, list) in lists {
-            if list.iter().any(|v| v.is_empty()) {
-                return Err((field.into(), "values cannot be empty".into()));
-            }
-        }
-        if self.scopes.iter().any(|s| s.contains(' ')) {
-            return Err((
-                "require.scopes".into(),
-                "a scope cannot contain a space".into(),
-            ));
-        }
-        for (client, roles) in &self.client_roles {
-            if client.is_empty() || roles.is_empty() || roles.iter().any(String::is_empty) {
-                let m = "each client needs a non-empty name and at least one non-empty role";
-                return Err((format!("require.client_roles.{client}"), m.into()));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A short human-readable summary of a valid configuration, with warnings.
 pub fn summary(config: &Config, origin: &str) -> String {
     use std::fmt::Write as _;
@@ -704,7 +557,11 @@ pub fn summary(config: &Config, origin: &str) -> String {
             }
         );
     }
-    let public = config.routes.iter().filter(|r| r.value.public).count();
+    let public = config
+        .routes
+        .iter()
+        .filter(|r| r.value.token == TokenMode::Public)
+        .count();
     let _ = writeln!(
         out,
         "  routes: {} ({public} public); unmatched requests are denied",

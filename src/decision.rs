@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::credential::CredentialError;
-use crate::policy::Unmet;
+use crate::policy::require::Unmet;
 use crate::request::{PathError, RequestError};
 use crate::token::TokenError;
 
@@ -30,6 +30,8 @@ pub struct Allow {
     pub set_headers: Vec<(String, String)>,
     /// Headers to remove from the upstream request.
     pub remove_headers: Vec<String>,
+    /// In a dry-run route: the denial that was not enforced.
+    pub would_deny: Option<Reason>,
 }
 
 /// A refused request.
@@ -56,6 +58,8 @@ pub enum Reason {
     BadCredential(CredentialError),
     /// The token is invalid.
     InvalidToken(TokenError),
+    /// The token is valid, but its issuer is not among the route's `issuers`.
+    IssuerNotAllowed,
     /// The token is valid but does not meet the route's requirements.
     Insufficient(Unmet),
 }
@@ -103,7 +107,8 @@ impl Reason {
                 (503, None, "keys_unavailable")
             }
             Reason::InvalidToken(e) => (401, Error("invalid_token"), token_code(e)),
-            Reason::Insufficient(unmet) => (403, Error("insufficient_scope"), unmet_code(unmet)),
+            Reason::IssuerNotAllowed => (401, Error("invalid_token"), "issuer_not_allowed"),
+            Reason::Insufficient(unmet) => (403, Error("insufficient_scope"), unmet.code),
         };
         Answer {
             status,
@@ -121,7 +126,8 @@ impl Reason {
             Reason::MissingToken => "a bearer token is required".to_owned(),
             Reason::BadCredential(e) => e.to_string(),
             Reason::InvalidToken(e) => e.to_string(),
-            Reason::Insufficient(e) => e.to_string(),
+            Reason::IssuerNotAllowed => "tokens of this issuer are not accepted here".to_owned(),
+            Reason::Insufficient(e) => e.description.clone(),
         }
     }
 }
@@ -142,14 +148,6 @@ fn token_code(error: &TokenError) -> &'static str {
         TokenError::NotYetValid => "token_not_yet_valid",
         TokenError::WrongAudience => "wrong_audience",
         TokenError::WrongType(_) => "not_an_access_token",
-    }
-}
-
-fn unmet_code(unmet: &Unmet) -> &'static str {
-    match unmet {
-        Unmet::RealmRole(_) => "missing_realm_role",
-        Unmet::ClientRole { .. } => "missing_client_role",
-        Unmet::Scope(_) => "missing_scope",
     }
 }
 
@@ -191,7 +189,11 @@ mod tests {
 
     #[test]
     fn unmet_requirement_is_403_insufficient_scope() {
-        let a = Reason::Insufficient(Unmet::Scope("x".into())).answer();
+        let a = Reason::Insufficient(Unmet {
+            code: "missing_scope",
+            description: "missing scope \"x\"".into(),
+        })
+        .answer();
         assert_eq!(a.status, 403);
         assert_eq!(a.challenge, Challenge::Error("insufficient_scope"));
     }

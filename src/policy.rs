@@ -1,15 +1,22 @@
 //! Per-route policy: which route a request falls under (first match wins), and
-//! whether a validated token meets what the route requires.
+//! what that route needs.
 //!
-//! Routes are compiled once from the configuration. Matching uses the
-//! normalized host and path of [`crate::request::Request`]; a path prefix
-//! matches on a segment boundary only.
+//! Routes are compiled once per configuration. Matching reads the normalized
+//! host and path of [`crate::request::Request`], its method, the caller's mTLS
+//! identity and Envoy's per-route context extensions; nothing else. Headers a
+//! client can write (`x-envoy-original-path`, `x-forwarded-*`, method
+//! overrides) play no part.
 
+pub mod path;
+pub mod require;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{MatchConfig, RequireConfig, RouteConfig};
+use crate::config::{MatchConfig, RouteConfig, TokenMode, route::compile_regex};
 use crate::request::split_port;
-use crate::token::Claims;
+use path::{PathMatch, PathPattern};
+use require::Requirement;
 
 /// The compiled routes.
 #[derive(Debug)]
@@ -17,65 +24,63 @@ pub struct Policy {
     routes: Vec<Route>,
 }
 
+/// What a route is matched against.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The host, normalized.
+    pub host: &'a str,
+    /// The path, normalized.
+    pub path: &'a str,
+    /// The caller's mTLS identity, empty without one.
+    pub principal: &'a str,
+    /// Envoy's per-route context extensions.
+    pub context_extensions: &'a HashMap<String, String>,
+}
+
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
     /// Its configured name.
     pub name: Arc<str>,
+    /// Its position in the configuration.
+    pub index: usize,
     hosts: Vec<HostMatch>,
     path: PathMatch,
     methods: Vec<String>,
-    /// What the route needs.
-    pub access: Access,
+    peers: PeerMatch,
+    context_extensions: BTreeMap<String, String>,
+    /// Whether and how a token is read.
+    pub token: TokenMode,
+    /// Issuers (by name) whose tokens the route accepts; empty: any.
+    pub issuers: Vec<String>,
+    /// What a valid token must carry.
+    pub requirement: Requirement,
+    /// Denials are reported but not enforced.
+    pub dry_run: bool,
 }
 
-/// What a route needs from the request.
-#[derive(Debug)]
-pub enum Access {
-    /// Nothing: no token is read.
-    Public,
-    /// A valid token that meets these requirements.
-    Token(Requirements),
-}
-
-/// Claims a token must carry; every item is required.
-#[derive(Debug, Default)]
-pub struct Requirements {
-    realm_roles: Vec<String>,
-    client_roles: Vec<(String, Vec<String>)>,
-    scopes: Vec<String>,
-}
-
-/// The first requirement a token did not meet.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unmet {
-    /// A realm role is missing.
-    #[error("missing realm role {0:?}")]
-    RealmRole(String),
-    /// A client role is missing.
-    #[error("missing role {role:?} of client {client:?}")]
-    ClientRole {
-        /// The client.
-        client: String,
-        /// The role.
-        role: String,
+#[derive(Debug, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact {
+        name: String,
+        port: Option<String>,
     },
-    /// A scope is missing.
-    #[error("missing scope {0:?}")]
-    Scope(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Suffix {
+        suffix: String,
+        port: Option<String>,
+    },
 }
 
-#[derive(Debug)]
-struct HostMatch {
-    name: String,
-    port: Option<String>,
-}
-
-#[derive(Debug)]
-enum PathMatch {
-    Exact(String),
-    /// Without a trailing slash; `/` alone matches everything.
-    Prefix(String),
+/// Conditions on the caller's SPIFFE identity; all given lists must match.
+#[derive(Debug, Default)]
+struct PeerMatch {
+    principals: Vec<String>,
+    namespaces: Vec<String>,
+    service_accounts: Vec<String>,
 }
 
 // === impl Policy ===
@@ -84,129 +89,220 @@ impl Policy {
     /// Compiles validated route configurations, keeping their order.
     pub fn compile<'a>(routes: impl IntoIterator<Item = &'a RouteConfig>) -> Self {
         Self {
-            routes: routes.into_iter().map(Route::compile).collect(),
+            routes: routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| Route::compile(i, r))
+                .collect(),
         }
     }
 
     /// The first route that matches, if any.
-    pub fn route_for(&self, method: &str, host: &str, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(method, host, path))
+    pub fn route_for(&self, target: &Target<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(target))
+    }
+
+    /// Pairs `(hidden, by)`: routes that an earlier route always matches first,
+    /// as far as can be told without running them (regexes and templates are
+    /// not compared).
+    pub fn shadowed(&self) -> Vec<(&Route, &Route)> {
+        let mut pairs = Vec::new();
+        for (i, later) in self.routes.iter().enumerate() {
+            if let Some(earlier) = self.routes[..i].iter().find(|e| e.covers(later)) {
+                pairs.push((later, earlier));
+            }
+        }
+        pairs
     }
 }
 
 // === impl Route ===
 
 impl Route {
-    fn compile(config: &RouteConfig) -> Self {
-        let access = if config.public {
-            Access::Public
-        } else {
-            Access::Token(Requirements::compile(config.require.as_ref()))
+    fn compile(index: usize, config: &RouteConfig) -> Self {
+        let requirement = match &config.require {
+            Some(require) => Requirement::compile(require),
+            None => Requirement::All(Vec::new()),
         };
+        let m = &config.matcher;
         Self {
             name: Arc::from(config.name.as_str()),
-            hosts: config
-                .matcher
-                .hosts
-                .iter()
-                .map(|h| HostMatch::compile(h))
-                .collect(),
-            path: PathMatch::compile(&config.matcher),
-            methods: config.matcher.methods.clone(),
-            access,
+            index,
+            hosts: m.hosts.iter().map(|h| HostMatch::compile(h)).collect(),
+            path: compile_path(m),
+            methods: m.methods.clone(),
+            peers: PeerMatch {
+                principals: m
+                    .principals
+                    .iter()
+                    .map(|p| strip_spiffe(p).to_owned())
+                    .collect(),
+                namespaces: m.namespaces.clone(),
+                service_accounts: m.service_accounts.clone(),
+            },
+            context_extensions: m.context_extensions.clone(),
+            token: config.token,
+            issuers: config.issuers.clone(),
+            requirement,
+            dry_run: config.dry_run,
         }
     }
 
-    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
-            && self.path.matches(path)
+    fn matches(&self, t: &Target<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m == t.method))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(t.host)))
+            && self.path.matches(t.path)
+            && self.peers.matches(t.principal)
+            && self
+                .context_extensions
+                .iter()
+                .all(|(k, v)| t.context_extensions.get(k) == Some(v))
+    }
+
+    /// Whether every request this route could match is matched by `self` first.
+    fn covers(&self, other: &Route) -> bool {
+        let methods = self.methods.is_empty()
+            || (!other.methods.is_empty()
+                && other.methods.iter().all(|m| self.methods.contains(m)));
+        let hosts = self.hosts.is_empty()
+            || (!other.hosts.is_empty() && other.hosts.iter().all(|h| self.hosts.contains(h)));
+        let peers = self.peers.is_empty();
+        let extensions = self
+            .context_extensions
+            .iter()
+            .all(|(k, v)| other.context_extensions.get(k) == Some(v));
+        let path = match (&self.path, &other.path) {
+            (PathMatch::Any, _) => true,
+            (PathMatch::Prefix(p), PathMatch::Prefix(q)) => {
+                PathMatch::Prefix(p.clone()).matches(q) || q.is_empty() && p.is_empty()
+            }
+            (PathMatch::Prefix(_), PathMatch::Exact(x)) => self.path.matches(x),
+            (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            _ => false,
+        };
+        methods && hosts && peers && extensions && path
     }
 }
 
+fn compile_path(m: &MatchConfig) -> PathMatch {
+    if let Some(exact) = &m.path {
+        return PathMatch::Exact(exact.clone());
+    }
+    if let Some(prefix) = &m.path_prefix {
+        return PathMatch::Prefix(prefix.trim_end_matches('/').to_owned());
+    }
+    if !m.paths.is_empty() {
+        // Validation parsed each; one that fails here is left out, matching less.
+        let patterns = m
+            .paths
+            .iter()
+            .filter_map(|p| PathPattern::parse(p).ok())
+            .collect();
+        return PathMatch::Patterns(patterns);
+    }
+    if let Some(regex) = &m.path_regex {
+        return match compile_regex(regex) {
+            Ok(regex) => PathMatch::Regex(regex),
+            Err(_) => PathMatch::Patterns(Vec::new()),
+        };
+    }
+    PathMatch::Any
+}
+
+// === impl HostMatch ===
+
 impl HostMatch {
     fn compile(host: &str) -> Self {
+        if host == "*" {
+            return HostMatch::Any;
+        }
         let host = crate::request::normalize_host(host);
         let (name, port) = split_port(&host);
-        Self {
-            name: name.to_owned(),
-            port: port.map(str::to_owned),
+        let port = port.map(str::to_owned);
+        match name.strip_prefix('*') {
+            Some(suffix) => HostMatch::Suffix {
+                suffix: suffix.to_owned(),
+                port,
+            },
+            None => HostMatch::Exact {
+                name: name.to_owned(),
+                port,
+            },
         }
     }
 
     /// `host` is already lower-cased and without a trailing dot.
     fn matches(&self, host: &str) -> bool {
         let (name, port) = split_port(host);
-        name == self.name && (self.port.is_none() || self.port.as_deref() == port)
-    }
-}
-
-impl PathMatch {
-    fn compile(config: &MatchConfig) -> Self {
-        match (&config.path, &config.path_prefix) {
-            (Some(exact), _) => PathMatch::Exact(exact.clone()),
-            (None, Some(prefix)) => PathMatch::Prefix(prefix.trim_end_matches('/').to_owned()),
-            // Validation requires one of the two; match nothing if it ever did not.
-            (None, None) => PathMatch::Exact(String::new()),
-        }
-    }
-
-    fn matches(&self, path: &str) -> bool {
+        let port_fits = |want: &Option<String>| want.is_none() || want.as_deref() == port;
         match self {
-            PathMatch::Exact(exact) => path == exact,
-            PathMatch::Prefix(prefix) => path
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-        }
-    }
-}
-
-// === impl Requirements ===
-
-impl Requirements {
-    fn compile(config: Option<&RequireConfig>) -> Self {
-        let Some(config) = config else {
-            return Self::default();
-        };
-        Self {
-            realm_roles: config.realm_roles.clone(),
-            client_roles: config
-                .client_roles
-                .iter()
-                .map(|(client, roles)| (client.clone(), roles.clone()))
-                .collect(),
-            scopes: config.scopes.clone(),
-        }
-    }
-
-    /// Checks every requirement against the token's claims.
-    pub fn evaluate(&self, claims: &Claims) -> Result<(), Unmet> {
-        let realm_roles = claims.realm_access.as_ref().map_or(&[][..], |r| &r.roles);
-        if let Some(role) = self.realm_roles.iter().find(|r| !realm_roles.contains(r)) {
-            return Err(Unmet::RealmRole(role.clone()));
-        }
-        for (client, roles) in &self.client_roles {
-            let held = claims
-                .resource_access
-                .get(client)
-                .map_or(&[][..], |r| &r.roles);
-            if let Some(role) = roles.iter().find(|r| !held.contains(r)) {
-                return Err(Unmet::ClientRole {
-                    client: client.clone(),
-                    role: role.clone(),
-                });
+            HostMatch::Any => true,
+            HostMatch::Exact {
+                name: want,
+                port: p,
+            } => name == want && port_fits(p),
+            HostMatch::Suffix { suffix, port: p } => {
+                name.len() > suffix.len() && name.ends_with(suffix.as_str()) && port_fits(p)
             }
         }
-        let scope = claims.scope.as_deref().unwrap_or("");
-        if let Some(missing) = self
-            .scopes
-            .iter()
-            .find(|s| !scope.split(' ').any(|held| held == s.as_str()))
-        {
-            return Err(Unmet::Scope(missing.clone()));
-        }
-        Ok(())
     }
+}
+
+// === impl PeerMatch ===
+
+impl PeerMatch {
+    fn is_empty(&self) -> bool {
+        self.principals.is_empty() && self.namespaces.is_empty() && self.service_accounts.is_empty()
+    }
+
+    fn matches(&self, principal: &str) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        if principal.is_empty() {
+            return false;
+        }
+        let id = strip_spiffe(principal);
+        let principal_ok =
+            self.principals.is_empty() || self.principals.iter().any(|p| wildcard_matches(p, id));
+        let (namespace, account) = spiffe_parts(id);
+        let namespace_ok = self.namespaces.is_empty()
+            || namespace.is_some_and(|ns| self.namespaces.iter().any(|n| n == ns));
+        let account_ok = self.service_accounts.is_empty()
+            || namespace.zip(account).is_some_and(|(ns, sa)| {
+                self.service_accounts
+                    .iter()
+                    .any(|want| want.split_once('/') == Some((ns, sa)))
+            });
+        principal_ok && namespace_ok && account_ok
+    }
+}
+
+fn strip_spiffe(id: &str) -> &str {
+    id.strip_prefix("spiffe://").unwrap_or(id)
+}
+
+/// Namespace and service account of `<trust domain>/ns/<ns>/sa/<sa>`.
+fn spiffe_parts(id: &str) -> (Option<&str>, Option<&str>) {
+    let parts: Vec<&str> = id.split('/').collect();
+    match parts.as_slice() {
+        [_, "ns", ns, "sa", sa] if !ns.is_empty() && !sa.is_empty() => (Some(ns), Some(sa)),
+        _ => (None, None),
+    }
+}
+
+/// Istio's principal matching: exact, `*` alone, `prefix*` or `*suffix`.
+fn wildcard_matches(pattern: &str, id: &str) -> bool {
+    if pattern == "*" {
+        return !id.is_empty();
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return id.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return id.ends_with(suffix);
+    }
+    pattern == id
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! The path is matched in one normalized form ([`normalize_path`]); the path
 //! that Envoy forwards upstream is never changed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
@@ -16,12 +17,15 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 /// A request to authorize, borrowed from the `CheckRequest` it came in.
 #[derive(Debug)]
 pub struct Request<'a> {
-    /// The HTTP method, as sent.
-    pub method: &'a str,
+    /// The HTTP method, upper-cased: HTTP/2 lets clients send `delete`, and
+    /// some upstreams treat it as `DELETE`.
+    pub method: Cow<'a, str>,
     /// The host, lower-cased, without a trailing dot, port kept.
     pub host: String,
-    /// The path in normalized form, or why it could not be normalized.
-    pub path: Result<String, PathError>,
+    /// The path in normalized form (or forms), or why it could not be normalized.
+    pub path: Result<PathReadings, PathError>,
+    /// Envoy's per-route context extensions (standalone Envoy only).
+    pub context_extensions: &'a HashMap<String, String>,
     /// The request headers.
     pub headers: Headers<'a>,
     /// The caller's mTLS identity (`source.principal`), empty without mTLS.
@@ -82,10 +86,16 @@ impl<'a> Request<'a> {
             .source
             .as_ref()
             .map_or("", |s| s.principal.as_str());
+        let method = if http.method.bytes().any(|b| b.is_ascii_lowercase()) {
+            Cow::Owned(http.method.to_ascii_uppercase())
+        } else {
+            Cow::Borrowed(http.method.as_str())
+        };
         Ok(Self {
-            method: &http.method,
+            method,
             host: normalize_host(&http.host),
-            path: normalize_path(&http.path),
+            path: read_path(&http.path),
+            context_extensions: &attributes.context_extensions,
             headers,
             peer_principal,
         })
@@ -150,31 +160,86 @@ fn raw_value(header: &HeaderValue) -> &[u8] {
 
 // === path normalization ===
 
+/// The readings of a path that servers may disagree on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathReadings {
+    /// Every server reads it the same way.
+    One(String),
+    /// An encoded slash or backslash, or a dot segment written encoded or with
+    /// `;` parameters: one server keeps them as data, another decodes them.
+    Ambiguous {
+        /// Escapes kept as data (`%2F` stays inside its segment).
+        literal: String,
+        /// Escapes decoded (`%2F` splits the segment, `%2E%2E` climbs).
+        decoded: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Strict,
+    Literal,
+    Decoded,
+}
+
 /// Normalizes a request path for matching.
 ///
 /// The query and fragment are dropped; unreserved characters (RFC 3986 §2.3) are
 /// percent-decoded and other escapes upper-cased; `;` parameters are cut from
 /// each segment; empty segments (repeated slashes) are merged; `.` and `..`
 /// segments are resolved (RFC 3986 §5.2.4), never above the root. A trailing
-/// slash is kept. Encoded slashes, backslashes, encoded dot segments and control
-/// characters are refused rather than guessed at.
+/// slash is kept. Encoded slashes, backslashes, dot segments written encoded or
+/// with `;` parameters (`..;`), and control characters are refused rather than
+/// guessed at.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    normalize(raw, Reading::Strict)
+}
+
+/// Reads a path once, or twice when servers may read it in two ways.
+pub fn read_path(raw: &str) -> Result<PathReadings, PathError> {
+    match normalize(raw, Reading::Strict) {
+        Ok(path) => Ok(PathReadings::One(path)),
+        Err(PathError::Ambiguous) => Ok(PathReadings::Ambiguous {
+            literal: normalize(raw, Reading::Literal)?,
+            decoded: normalize(raw, Reading::Decoded)?,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+fn normalize(raw: &str, reading: Reading) -> Result<String, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
     if !path.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
+    let decoded_slashes;
+    let path = if reading == Reading::Decoded {
+        decoded_slashes = decode_slashes(path);
+        decoded_slashes.as_str()
+    } else {
+        path
+    };
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = false;
     for raw_segment in path[1..].split('/') {
-        let without_params = raw_segment.split(';').next().unwrap_or("");
-        let (segment, had_escape) = decode_segment(without_params)?;
+        let (name, params) = match raw_segment.split_once(';') {
+            Some((name, _)) => (name, true),
+            None => (raw_segment, false),
+        };
+        let (segment, had_escape) = decode_segment(name, reading)?;
         trailing_slash = segment.is_empty();
-        match segment.as_str() {
-            "" => {}
-            "." | ".." if had_escape => return Err(PathError::Ambiguous),
-            "." => trailing_slash = true,
-            ".." => {
+        let dots = segment == "." || segment == "..";
+        match (segment.as_str(), reading) {
+            ("", _) => {}
+            (_, Reading::Strict) if dots && (had_escape || params) => {
+                return Err(PathError::Ambiguous);
+            }
+            (_, Reading::Literal) if dots && (had_escape || params) => {
+                segments.push(segment.replace('.', "%2E"));
+            }
+            (".", _) => trailing_slash = true,
+            ("..", _) => {
                 segments.pop();
                 trailing_slash = true;
             }
@@ -192,8 +257,31 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// Turns `\\`, `%2F` and `%5C` (any case) into `/`.
+fn decode_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find(['%', '\\']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let escape = tail.get(..3).map(str::to_ascii_uppercase);
+        if let Some(after) = tail.strip_prefix('\\') {
+            out.push('/');
+            rest = after;
+        } else if matches!(escape.as_deref(), Some("%2F" | "%5C")) {
+            out.push('/');
+            rest = &tail[3..];
+        } else {
+            out.push('%');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Decodes escapes of unreserved characters in one segment; reports whether it had any.
-fn decode_segment(segment: &str) -> Result<(String, bool), PathError> {
+fn decode_segment(segment: &str, reading: Reading) -> Result<(String, bool), PathError> {
     let mut out = String::with_capacity(segment.len());
     let mut had_escape = false;
     let mut chars = segment.chars();
@@ -203,8 +291,9 @@ fn decode_segment(segment: &str) -> Result<(String, bool), PathError> {
                 let value =
                     decode_hex_pair(chars.next(), chars.next()).ok_or(PathError::BadEscape)?;
                 had_escape = true;
-                push_escaped(&mut out, value)?;
+                push_escaped(&mut out, value, reading)?;
             }
+            '\\' if reading == Reading::Literal => out.push_str("%5C"),
             '\\' => return Err(PathError::Ambiguous),
             c if c.is_control() => return Err(PathError::Control),
             c => out.push(c),
@@ -213,9 +302,9 @@ fn decode_segment(segment: &str) -> Result<(String, bool), PathError> {
     Ok((out, had_escape))
 }
 
-fn push_escaped(out: &mut String, value: u8) -> Result<(), PathError> {
+fn push_escaped(out: &mut String, value: u8, reading: Reading) -> Result<(), PathError> {
     match value {
-        b'/' | b'\\' => Err(PathError::Ambiguous),
+        b'/' | b'\\' if reading == Reading::Strict => Err(PathError::Ambiguous),
         v if v.is_ascii_control() => Err(PathError::Control),
         v if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => {
             out.push(char::from(v));

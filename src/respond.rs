@@ -44,6 +44,12 @@ fn allowed(allow: &Allow) -> CheckResponse {
     let mut metadata = vec![("decision", "allow"), ("route", &*allow.route)];
     metadata.extend(allow.issuer.as_deref().map(|i| ("issuer", i)));
     metadata.extend(allow.subject.as_deref().map(|s| ("sub", s)));
+    metadata.extend(
+        allow
+            .would_deny
+            .as_ref()
+            .map(|r| ("would_deny", r.answer().code)),
+    );
     CheckResponse {
         status: Some(rpc::Status {
             code: code::OK,

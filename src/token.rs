@@ -173,9 +173,9 @@ pub enum TokenError {
 struct Header {
     alg: String,
     kid: Option<String>,
-    crit: Option<serde::de::IgnoredAny>,
+    #[serde(skip)]
+    crit: bool,
 }
-
 
 // === impl TrustedIssuer ===
 
@@ -262,7 +262,7 @@ impl Validator {
         }
         let parts = Parts::split(token)?;
         let header = decode_header(parts.header)?;
-        if header.crit.is_some() {
+        if header.crit {
             return Err(TokenError::CriticalHeader);
         }
         let payload = decode_payload(parts.payload)?;
@@ -421,7 +421,11 @@ fn decode_header(part: &str) -> Result<Header, TokenError> {
     let not_header = |_| TokenError::Malformed("header is not a JWS header");
     let object = json::parse_object(&decode_part(part)?)
         .ok_or(TokenError::Malformed("header is not a JSON object"))?;
-    Header::deserialize(serde_json::Value::Object(object)).map_err(not_header)
+    // `crit` in any form, even `null`, names extensions we do not implement.
+    let crit = object.contains_key("crit");
+    let mut header = Header::deserialize(serde_json::Value::Object(object)).map_err(not_header)?;
+    header.crit = crit;
+    Ok(header)
 }
 
 /// The payload as a JSON object (duplicate names refused).

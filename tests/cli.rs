@@ -68,7 +68,7 @@ fn serve_refuses_a_bad_config_before_binding_its_port() {
     let bad = scratch(
         "bad-serve.yaml",
         &format!(
-            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true, require: {{}} }}\n"
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, token: public, require: {{}} }}\n"
         ),
     );
     let out = portcullis(&["serve", "--config", bad.to_str().unwrap()]);
@@ -88,7 +88,7 @@ fn serve_fails_clearly_when_its_port_is_taken() {
     let config = scratch(
         "taken.yaml",
         &format!(
-            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true }}\n"
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, token: public }}\n"
         ),
     );
     let out = portcullis(&["serve", "--config", config.to_str().unwrap()]);
@@ -105,7 +105,7 @@ fn serve_stops_with_exit_0_on_sigterm() {
     let config = scratch(
         "sigterm.yaml",
         &format!(
-            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, public: true }}\n"
+            "listen: {{ grpc: '127.0.0.1:{port}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, token: public }}\n"
         ),
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))

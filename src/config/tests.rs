@@ -105,9 +105,9 @@ fn route_errors_name_the_route_and_field() {
             "host",
         ),
         (
-            "    match: { path: /a }\n    public: true\n    require: {}\n",
+            "    match: { path: /a }\n    token: public\n    require: {}\n",
             "require",
-            "public route",
+            "only a route whose token is required",
         ),
         (
             "    match: { path: /a }\n    require: { scopes: ['a b'] }\n",
@@ -249,7 +249,7 @@ fn duplicate_route_names_and_identity_headers_are_refused() {
     let two = "    match: { path: /a }\n  - name: r\n    match: { path: /b }\n";
     let e = invalid(&with_route(two));
     assert!(e.contains("routes[1] \"r\" (line 6): name"), "{e}");
-    let route = "routes:\n  - { name: r, match: { path_prefix: / }, public: true }\n";
+    let route = "routes:\n  - { name: r, match: { path_prefix: / }, token: public }\n";
     let e = invalid(&format!(
         "identity_headers: {{ subject: x-a, username: x-a }}\n{route}"
     ));
@@ -272,7 +272,7 @@ fn a_protected_route_without_any_issuer_is_refused() {
 fn no_routes_and_bad_top_level_values_are_refused() {
     assert!(invalid(&format!("{ISSUER}routes: []\n")).contains("routes: at least one"));
     assert!(invalid("{}").contains("routes"));
-    let route = "routes:\n  - { name: r, match: { path_prefix: / }, public: true }\n";
+    let route = "routes:\n  - { name: r, match: { path_prefix: / }, token: public }\n";
     assert!(invalid(&format!("realm: 'a\"b'\n{route}")).contains("realm"));
     assert!(invalid(&format!("max_token_bytes: 10\n{route}")).contains("max_token_bytes"));
     assert!(

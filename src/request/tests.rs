@@ -134,7 +134,7 @@ fn map_headers_shape_is_read() {
     let request = Request::from_check(&check).unwrap();
     assert_eq!(request.method, "GET");
     assert_eq!(request.host, "api.example.test");
-    assert_eq!(request.path.as_deref(), Ok("/admin"));
+    assert_eq!(request.path, Ok(PathReadings::One("/admin".into())));
     assert_eq!(
         request.peer_principal,
         "spiffe://cluster.local/ns/foo/sa/curl"
@@ -184,4 +184,111 @@ fn a_check_without_http_is_a_tcp_check() {
         Request::from_check(&empty).unwrap_err(),
         RequestError::NotHttp
     );
+}
+
+#[test]
+fn dot_segments_with_parameters_are_ambiguous() {
+    for raw in ["/admin/..;/docs", "/admin/.;x/docs", "/a/%2e%2e;/b"] {
+        assert_eq!(normalize_path(raw), Err(PathError::Ambiguous), "{raw}");
+    }
+    assert_eq!(
+        read_path("/admin/..;/docs"),
+        Ok(PathReadings::Ambiguous {
+            literal: "/admin/%2E%2E/docs".into(),
+            decoded: "/docs".into(),
+        })
+    );
+}
+
+#[test]
+fn ambiguous_paths_have_a_literal_and_a_decoded_reading() {
+    let cases = [
+        ("/docs/..%2fadmin", "/docs/..%2Fadmin", "/admin"),
+        ("/a%5Cb", "/a%5Cb", "/a/b"),
+        ("/a\\b", "/a%5Cb", "/a/b"),
+        ("/docs/%2e%2e/admin", "/docs/%2E%2E/admin", "/admin"),
+    ];
+    for (raw, literal, decoded) in cases {
+        let want = PathReadings::Ambiguous {
+            literal: literal.into(),
+            decoded: decoded.into(),
+        };
+        assert_eq!(read_path(raw), Ok(want), "{raw}");
+    }
+    assert_eq!(
+        read_path("/plain/x"),
+        Ok(PathReadings::One("/plain/x".into()))
+    );
+    assert_eq!(read_path("/a%zz"), Err(PathError::BadEscape));
+}
+
+#[test]
+fn lower_case_methods_are_upper_cased_for_matching() {
+    let http = HttpRequest {
+        method: "delete".into(),
+        host: "a.test".into(),
+        path: "/x".into(),
+        ..Default::default()
+    };
+    let check = check_with(http, "");
+    assert_eq!(Request::from_check(&check).unwrap().method, "DELETE");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just("admin".to_owned()),
+            Just("docs".to_owned()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just("".to_owned()),
+            Just("%2e%2e".to_owned()),
+            Just("%2F".to_owned()),
+            Just("a;b".to_owned()),
+            Just("..;".to_owned()),
+            Just("%61dmin".to_owned()),
+            Just("x%20y".to_owned()),
+            "[a-z%0-9;.~-]{0,6}",
+        ];
+        (proptest::collection::vec(segment, 0..8), any::<bool>()).prop_map(|(segments, query)| {
+            let mut path = format!("/{}", segments.join("/"));
+            if query {
+                path.push_str("?next=/admin");
+            }
+            path
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_is_idempotent(raw in path_strategy()) {
+            if let Ok(once) = normalize_path(&raw) {
+                prop_assert_eq!(normalize_path(&once), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn an_unambiguous_path_reads_the_same_decoded_or_literal(raw in path_strategy()) {
+            // What a decoding upstream makes of a path (escaped slashes and dots
+            // decoded, `;` cut) is what portcullis matched, whenever portcullis
+            // found the path unambiguous. So no path that decodes into a
+            // protected prefix can be matched outside it.
+            if let Ok(PathReadings::One(matched)) = read_path(&raw) {
+                prop_assert_eq!(normalize(&raw, Reading::Decoded), Ok(matched.clone()));
+                prop_assert_eq!(normalize(&raw, Reading::Literal), Ok(matched));
+            }
+        }
+
+        #[test]
+        fn an_ambiguous_path_keeps_both_readings_apart(raw in path_strategy()) {
+            if let Ok(PathReadings::Ambiguous { literal, decoded }) = read_path(&raw) {
+                prop_assert_eq!(normalize(&raw, Reading::Decoded), Ok(decoded));
+                prop_assert_eq!(normalize(&raw, Reading::Literal), Ok(literal));
+            }
+        }
+    }
 }

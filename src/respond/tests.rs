@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::credential::CredentialError;
 use crate::decision::Reason;
-use crate::policy::Unmet;
+use crate::policy::require::Unmet;
 use crate::token::TokenError;
 
 fn denial(reason: Reason) -> CheckResponse {
@@ -51,6 +51,7 @@ fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
         subject: Some("u-1".into()),
         set_headers: vec![("x-portcullis-subject".into(), "u-1".into())],
         remove_headers: vec!["x-portcullis-username".into()],
+        would_deny: None,
     });
     let response = check_response(&decision, "acme");
     assert_eq!(response.status.unwrap().code, 0);
@@ -100,8 +101,10 @@ fn a_bad_token_is_a_401_invalid_token() {
 
 #[test]
 fn an_unmet_requirement_is_a_403_insufficient_scope() {
-    let (grpc, http, headers, body) =
-        denied_parts(&denial(Reason::Insufficient(Unmet::Scope("a".into()))));
+    let (grpc, http, headers, body) = denied_parts(&denial(Reason::Insufficient(Unmet {
+        code: "missing_scope",
+        description: "missing scope \"a\"".into(),
+    })));
     assert_eq!((grpc, http), (7, 403));
     assert!(
         header(&headers, "www-authenticate")

@@ -99,7 +99,15 @@ mod tests {
     fn objects_parse_and_other_values_do_not() {
         let map = parse_object(br#"{"a":1,"b":[true,null,"s",1.5],"c":{"d":-2}}"#).unwrap();
         assert_eq!(map["b"][3], 1.5);
-        for not_object in [&b"[]"[..], b"1", b"\"s\"", b"null", b"", b"{", b"{\"a\":1}x"] {
+        for not_object in [
+            &b"[]"[..],
+            b"1",
+            b"\"s\"",
+            b"null",
+            b"",
+            b"{",
+            b"{\"a\":1}x",
+        ] {
             assert!(parse_object(not_object).is_none());
         }
     }

@@ -550,5 +550,8 @@ fn duplicate_claims_are_refused_even_when_signed() {
     let duplicated = claims().to_string().replacen('{', "{\"typ\":\"ID\",", 1);
     let header = json!({"alg": "RS256", "kid": issuer().kid()});
     let token = issuer().sign_raw(&header, &duplicated).unwrap();
-    assert_eq!(err(&token), TokenError::Malformed("payload is not a JSON object"));
+    assert_eq!(
+        err(&token),
+        TokenError::Malformed("payload is not a JSON object")
+    );
 }
