@@ -575,7 +575,7 @@ pub fn summary(config: &Config, origin: &str) -> String {
 
 /// Settings that are valid but probably not what the author meant.
 pub fn warnings(config: &Config) -> Vec<String> {
-    config
+    let mut warnings: Vec<String> = config
         .issuers
         .iter()
         .filter(|i| i.value.audiences.is_empty())
@@ -585,7 +585,19 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 i.value.name
             )
         })
-        .collect()
+        .collect();
+    let policy = crate::policy::Policy::compile(config.routes.iter().map(|r| &r.value));
+    for (hidden, by) in policy.shadowed() {
+        let line = |i: usize| config.routes.get(i).map_or(0, |r| r.defined.line());
+        warnings.push(format!(
+            "route {:?} (line {}) is never reached: route {:?} (line {}) matches all its requests first",
+            hidden.name,
+            line(hidden.index),
+            by.name,
+            line(by.index)
+        ));
+    }
+    warnings
 }
 
 #[cfg(test)]

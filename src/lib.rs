@@ -17,7 +17,8 @@
 //! 9. [`respond`]: the outcome as a `CheckResponse`.
 //!
 //! Beside the path: [`config`] (the file, validated before anything binds),
-//! [`telemetry`] (logs), and [`dev`] (local-only tools for the demo and tests).
+//! [`telemetry`] (logs and metrics), [`explain`] (one request decided by the
+//! same code, step by step), and [`dev`] (local-only tools for the demo and tests).
 
 pub mod config;
 pub mod telemetry;
@@ -31,5 +32,7 @@ pub mod request;
 pub mod respond;
 pub mod server;
 pub mod token;
+
+pub mod explain;
 
 pub mod dev;

@@ -32,6 +32,35 @@ enum Command {
         /// The configuration file (YAML).
         path: PathBuf,
     },
+    /// Decide one request with a configuration and print each step: the
+    /// route that matched, the token, each requirement's result, the decision.
+    Explain {
+        /// The configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// A file holding the token (sent as `Authorization: Bearer`).
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// A request header, `name: value`; repeatable.
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// The caller's mTLS identity (SPIFFE ID).
+        #[arg(long)]
+        peer: Option<String>,
+        /// An Envoy context extension, `key=value`; repeatable.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// Keys of an issuer from a JWKS file instead of fetching, `name=file`; repeatable.
+        #[arg(long = "jwks", value_name = "ISSUER=FILE")]
+        jwks: Vec<String>,
+        /// Decide at this time (seconds since the epoch) instead of now.
+        #[arg(long)]
+        at: Option<i64>,
+        /// The HTTP method.
+        method: String,
+        /// The URL, e.g. https://api.example.test/orders/1?x=y
+        url: String,
+    },
     /// FOR LOCAL USE ONLY: a development token issuer in Keycloak's layout.
     DevIssuer {
         /// Where to listen.
@@ -70,6 +99,26 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { path } => check_config(&path),
         Command::Serve { config } => run(serve(config)),
+        Command::Explain {
+            config,
+            token,
+            headers,
+            peer,
+            context,
+            jwks,
+            at,
+            method,
+            url,
+        } => {
+            let question = match question(token, headers, peer, context, jwks, at, method, url) {
+                Ok(q) => q,
+                Err(message) => {
+                    eprintln!("portcullis: {message}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run(explain(config, question))
+        }
         Command::DevIssuer { listen, realm } => run(dev_issuer(listen, realm)),
         Command::DevUpstream { listen } => run(dev_upstream(listen)),
         Command::Demo { envoy } => run(demo(envoy)),
@@ -165,6 +214,70 @@ fn shutdown_signal() -> impl Future<Output = ()> {
             () = wait(interrupt) => {}
         }
         tracing::info!("Shutdown signal received; finishing in-flight checks");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn question(
+    token: Option<PathBuf>,
+    headers: Vec<String>,
+    peer: Option<String>,
+    context: Vec<String>,
+    jwks: Vec<String>,
+    at: Option<i64>,
+    method: String,
+    url: String,
+) -> Result<portcullis::explain::Question, String> {
+    let token = match token {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let split = |item: &str, sep: char, what: &str| {
+        item.split_once(sep)
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .ok_or_else(|| format!("{what} {item:?}: expected a {sep:?} between its two parts"))
+    };
+    Ok(portcullis::explain::Question {
+        method,
+        url,
+        token,
+        headers: headers
+            .iter()
+            .map(|h| split(h, ':', "--header"))
+            .collect::<Result<_, _>>()?,
+        peer,
+        context_extensions: context
+            .iter()
+            .map(|c| split(c, '=', "--context"))
+            .collect::<Result<_, _>>()?,
+        jwks_files: jwks
+            .iter()
+            .map(|j| split(j, '=', "--jwks").map(|(n, f)| (n, PathBuf::from(f))))
+            .collect::<Result<_, _>>()?,
+        at,
+    })
+}
+
+async fn explain(config: PathBuf, question: portcullis::explain::Question) -> ExitCode {
+    let config = match Config::load(&config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("portcullis: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match portcullis::explain::explain(&config, &question).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

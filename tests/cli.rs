@@ -137,3 +137,63 @@ fn serve_stops_with_exit_0_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn explain_prints_the_route_the_token_and_each_requirement() {
+    use portcullis::dev::issuer::{self, DevIssuer};
+    let issuer = DevIssuer::generate("http://127.0.0.1:8180", "demo").unwrap();
+    let at = 1_767_225_600;
+    let token = issuer
+        .access_token(issuer::user("bob").unwrap(), &["orders-api"], at)
+        .unwrap();
+    let token_file = scratch("bob.token", &token);
+    let jwks_file = scratch("demo.jwks.json", &issuer.jwks().to_string());
+    let jwks = format!("demo={}", jwks_file.display());
+    let out = portcullis(&[
+        "explain",
+        "--config",
+        &repo("config/demo.yaml"),
+        "--token",
+        token_file.to_str().unwrap(),
+        "--jwks",
+        &jwks,
+        "--at",
+        &at.to_string(),
+        "GET",
+        "https://api.example.test/orders/1?x=1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "path:      /orders/1",
+        "route:     orders-read (routes[1], line 18)",
+        "token:     valid: issuer demo",
+        "[not met] realm role \"orders-reader\"",
+        "[not met] scope \"orders:read\"",
+        "decision:  deny 403 missing_realm_role",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn explain_shows_both_readings_of_an_ambiguous_path() {
+    let out = portcullis(&[
+        "explain",
+        "--config",
+        &repo("config/demo.yaml"),
+        "GET",
+        "http://a/docs/%2e%2e/orders",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .contains("ambiguous: /docs/%2E%2E/orders (escapes kept) or /orders (escapes decoded)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("deny 400 invalid_path"), "{stdout}");
+}

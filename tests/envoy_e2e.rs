@@ -338,36 +338,96 @@ async fn decisions_are_counted_in_metrics_and_readiness_is_served() {
 /// Sends a request line as written, so no client library normalizes it.
 async fn raw_http1(stack: &Stack, request: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(stack.envoy.listener).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(stack.envoy.listener)
+        .await
+        .unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut response));
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut response),
+    );
     read.await.expect("Envoy answered").unwrap();
     let text = String::from_utf8_lossy(&response);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line")
 }
 
 #[tokio::test]
 async fn hostile_paths_and_hosts_are_decided_on_what_the_upstream_reads() {
     let stack = start().await;
-    let get = |path: &str, host: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
     let cases = [
         ("public docs", get("/docs/intro", "api.test"), 200),
-        ("dot segments out of a public prefix", get("/docs/../orders/1", "api.test"), 401),
-        ("encoded dot segments", get("/docs/%2e%2e/orders/1", "api.test"), 401),
-        ("encoded dots with parameters", get("/admin/%2e%2e;/docs", "api.test"), 400),
+        (
+            "dot segments out of a public prefix",
+            get("/docs/../orders/1", "api.test"),
+            401,
+        ),
+        (
+            "encoded dot segments",
+            get("/docs/%2e%2e/orders/1", "api.test"),
+            401,
+        ),
+        (
+            "encoded dots with parameters",
+            get("/admin/%2e%2e;/docs", "api.test"),
+            400,
+        ),
         // Envoy's own normalization resolves `..;` here, so the upstream reads /docs/x.
-        ("dots with parameters", get("/orders/1/..;/..;/docs/x", "api.test"), 200),
+        (
+            "dots with parameters",
+            get("/orders/1/..;/..;/docs/x", "api.test"),
+            200,
+        ),
         ("encoded slash", get("/docs/..%2forders", "api.test"), 400),
-        ("encoded backslash", get("/docs/..%5corders", "api.test"), 400),
+        (
+            "encoded backslash",
+            get("/docs/..%5corders", "api.test"),
+            400,
+        ),
         ("double slashes", get("//orders//1", "api.test"), 401),
-        ("parameters on a protected segment", get("/orders;x=1/1", "api.test"), 401),
-        ("a query naming a public path", get("/orders/1?next=/docs", "api.test"), 401),
-        ("a public path with a query", get("/docs/x?next=/orders", "api.test"), 200),
+        (
+            "parameters on a protected segment",
+            get("/orders;x=1/1", "api.test"),
+            401,
+        ),
+        (
+            "a query naming a public path",
+            get("/orders/1?next=/docs", "api.test"),
+            401,
+        ),
+        (
+            "a public path with a query",
+            get("/docs/x?next=/orders", "api.test"),
+            200,
+        ),
         ("mixed-case host", get("/docs/x", "API.Test"), 200),
-        ("forged original path", format!("GET /orders/1 HTTP/1.1\r\nHost: a\r\nx-envoy-original-path: /docs\r\nConnection: close\r\n\r\n"), 401),
-        ("method override header", format!("GET /docs/x HTTP/1.1\r\nHost: a\r\nx-http-method-override: DELETE\r\nConnection: close\r\n\r\n"), 200),
-        ("underscore identity header", format!("GET /docs/x HTTP/1.1\r\nHost: a\r\nx_portcullis_subject: admin\r\nConnection: close\r\n\r\n"), 400),
+        (
+            "forged original path",
+            format!(
+                "GET /orders/1 HTTP/1.1\r\nHost: a\r\nx-envoy-original-path: /docs\r\nConnection: close\r\n\r\n"
+            ),
+            401,
+        ),
+        (
+            "method override header",
+            format!(
+                "GET /docs/x HTTP/1.1\r\nHost: a\r\nx-http-method-override: DELETE\r\nConnection: close\r\n\r\n"
+            ),
+            200,
+        ),
+        (
+            "underscore identity header",
+            format!(
+                "GET /docs/x HTTP/1.1\r\nHost: a\r\nx_portcullis_subject: admin\r\nConnection: close\r\n\r\n"
+            ),
+            400,
+        ),
     ];
     for (case, request, want) in cases {
         assert_eq!(raw_http1(&stack, &request).await, want, "{case}");
@@ -378,11 +438,17 @@ async fn hostile_paths_and_hosts_are_decided_on_what_the_upstream_reads() {
 #[tokio::test]
 async fn lower_case_methods_over_http2_meet_the_method_rules() {
     let stack = start().await;
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let bob = bearer(&stack, "bob");
     for method in ["DELETE", "delete", "Delete", "post"] {
         let response = h2
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), stack.url("/orders/1"))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                stack.url("/orders/1"),
+            )
             .header("authorization", &bob)
             .send()
             .await

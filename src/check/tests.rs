@@ -25,7 +25,12 @@ fn dev() -> &'static DevIssuer {
 }
 
 fn checker() -> Checker {
-    let config = Config::from_yaml(include_str!("../../config/demo.yaml"), "demo").unwrap();
+    checker_with(include_str!("../../config/demo.yaml"))
+}
+
+/// A checker for a configuration whose first issuer is the dev issuer (`demo`).
+fn checker_with(yaml: &str) -> Checker {
+    let config = Config::from_yaml(yaml, "test").unwrap_or_else(|e| panic!("{e}"));
     let keys = Arc::new(IssuerKeys::default());
     keys.store(KeySet::from_jwks(dev().jwks().to_string().as_bytes(), SystemTime::now()).unwrap());
     let issuers = config
@@ -230,4 +235,79 @@ async fn claims_that_cannot_be_header_values_are_removed_not_set() {
             .remove_headers
             .contains(&"x-portcullis-subject".to_owned())
     );
+}
+
+const ROUTES_HEAD: &str = "issuers:\n  - { name: demo, issuer: 'http://127.0.0.1:8180/realms/demo', jwks_url: 'http://127.0.0.1:8180/k', audiences: [orders-api] }\n  - { name: other, issuer: 'https://other.test', jwks_url: 'https://other.test/k' }\nroutes:\n";
+
+async fn decide_with(routes: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+    let checker = checker_with(&format!("{ROUTES_HEAD}{routes}"));
+    let check = check_request("GET", path, headers);
+    checker
+        .check(&Request::from_check(&check).unwrap(), NOW)
+        .await
+}
+
+#[tokio::test]
+async fn an_optional_route_allows_anonymous_but_refuses_a_bad_token() {
+    let routes = "  - { name: feed, match: { path_prefix: / }, token: optional }\n";
+    let anonymous = allowed(decide_with(routes, "/feed", &[]).await);
+    assert!(anonymous.subject.is_none());
+    let bob = bearer("bob");
+    let identified = allowed(decide_with(routes, "/feed", &[("authorization", &bob)]).await);
+    assert_eq!(
+        identified.subject.as_deref(),
+        Some(issuer::user("bob").unwrap().sub)
+    );
+    let bad = denied(decide_with(routes, "/feed", &[("authorization", "Bearer a.b.c")]).await);
+    assert!(
+        matches!(bad, Reason::InvalidToken(_)),
+        "an invalid token is never anonymous"
+    );
+}
+
+#[tokio::test]
+async fn a_route_accepts_only_its_issuers() {
+    let routes = "  - { name: partners, match: { path_prefix: / }, issuers: [other] }\n";
+    let bob = bearer("bob");
+    let reason = denied(decide_with(routes, "/x", &[("authorization", &bob)]).await);
+    assert_eq!(reason, Reason::IssuerNotAllowed);
+}
+
+#[tokio::test]
+async fn a_dry_run_route_allows_and_reports_what_it_would_deny() {
+    let routes = "  - { name: trial, match: { path_prefix: / }, dry_run: true, require: { realm_roles: [admin] } }\n";
+    let bob = bearer("bob");
+    let allow = allowed(decide_with(routes, "/x", &[("authorization", &bob)]).await);
+    assert_eq!(
+        allow.would_deny.map(|r| r.answer().code),
+        Some("missing_realm_role")
+    );
+    assert!(
+        allow
+            .set_headers
+            .iter()
+            .any(|(n, _)| n == "x-portcullis-subject"),
+        "identity kept"
+    );
+    let anonymous = allowed(decide_with(routes, "/x", &[]).await);
+    assert_eq!(anonymous.would_deny, Some(Reason::MissingToken));
+    assert!(anonymous.set_headers.is_empty());
+}
+
+#[tokio::test]
+async fn an_ambiguous_path_is_allowed_only_when_every_reading_is_public() {
+    let routes = "  - { name: docs, match: { path_prefix: /docs }, token: public }\n  - { name: files, match: { path_prefix: /files }, token: public }\n  - { name: rest, match: { path_prefix: / } }\n";
+    let both_public = allowed(decide_with(routes, "/docs/a%2Fb", &[]).await);
+    assert_eq!(&*both_public.route, "docs");
+    let escapes = denied(decide_with(routes, "/docs/..%2Fadmin", &[]).await);
+    assert_eq!(escapes, Reason::InvalidPath(PathError::Ambiguous));
+    let strict = format!("ambiguous_paths: reject\n{ROUTES_HEAD}{routes}");
+    let checker = checker_with(&strict);
+    let check = check_request("GET", "/docs/a%2Fb", &[]);
+    let reason = denied(
+        checker
+            .check(&Request::from_check(&check).unwrap(), NOW)
+            .await,
+    );
+    assert_eq!(reason, Reason::InvalidPath(PathError::Ambiguous));
 }

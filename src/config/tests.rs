@@ -305,3 +305,15 @@ fn a_missing_file_is_a_read_error() {
     assert!(matches!(e, ConfigError::Read { .. }));
     assert!(e.to_string().contains("/nonexistent/portcullis.yaml"));
 }
+
+#[test]
+fn a_route_hidden_by_an_earlier_one_gets_a_warning() {
+    let routes = "    match: { path_prefix: /api }\n  - name: admin\n    match: { path_prefix: /api/admin }\n";
+    let config = load(&with_route(routes)).unwrap();
+    let w = warnings(&config);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("route \"admin\" (line 6) is never reached: route \"r\" (line 4)")),
+        "{w:?}"
+    );
+}
