@@ -409,23 +409,17 @@ async fn hostile_paths_and_hosts_are_decided_on_what_the_upstream_reads() {
         ("mixed-case host", get("/docs/x", "API.Test"), 200),
         (
             "forged original path",
-            format!(
-                "GET /orders/1 HTTP/1.1\r\nHost: a\r\nx-envoy-original-path: /docs\r\nConnection: close\r\n\r\n"
-            ),
+            "GET /orders/1 HTTP/1.1\r\nHost: a\r\nx-envoy-original-path: /docs\r\nConnection: close\r\n\r\n".to_owned(),
             401,
         ),
         (
             "method override header",
-            format!(
-                "GET /docs/x HTTP/1.1\r\nHost: a\r\nx-http-method-override: DELETE\r\nConnection: close\r\n\r\n"
-            ),
+            "GET /docs/x HTTP/1.1\r\nHost: a\r\nx-http-method-override: DELETE\r\nConnection: close\r\n\r\n".to_owned(),
             200,
         ),
         (
             "underscore identity header",
-            format!(
-                "GET /docs/x HTTP/1.1\r\nHost: a\r\nx_portcullis_subject: admin\r\nConnection: close\r\n\r\n"
-            ),
+            "GET /docs/x HTTP/1.1\r\nHost: a\r\nx_portcullis_subject: admin\r\nConnection: close\r\n\r\n".to_owned(),
             400,
         ),
     ];
