@@ -124,6 +124,66 @@ fn route_errors_name_the_route_and_field() {
             "require.client_roles.api",
             "at least one",
         ),
+        (
+            "    match: { path_regex: '/a(' }\n",
+            "match.path_regex",
+            "invalid regular expression",
+        ),
+        (
+            "    match: { paths: ['/a/*/b'] }\n",
+            "match.paths[0]",
+            "`*` may stand only",
+        ),
+        (
+            "    match: { path: /a }\n    require: { claims: [{ claim: email, regex: '[' }] }\n",
+            "require.claims[0]",
+            "invalid regular expression",
+        ),
+        (
+            "    match: { path: /a }\n    require: { claims: [{ claim: email, equals: a, present: true }] }\n",
+            "require.claims[0]",
+            "exactly one",
+        ),
+        (
+            "    match: { path: /a }\n    require: { any: [{ realm_roles: [a] }] }\n",
+            "require.any",
+            "one entry",
+        ),
+        (
+            "    match: { path: /a }\n    require: { any: [{ realm_roles: [a] }, {}] }\n",
+            "require.any[1]",
+            "always met",
+        ),
+        (
+            "    match: { path: /a }\n    require: { not: {} }\n",
+            "require.not",
+            "never be met",
+        ),
+        (
+            "    match: { path: /a }\n    token: optional\n    require: { realm_roles: [a] }\n",
+            "require",
+            "only a route whose token is required",
+        ),
+        (
+            "    match: { path: /a }\n    issuers: [nobody]\n",
+            "issuers[0]",
+            "no issuer has this name",
+        ),
+        (
+            "    match: { path: /a, service_accounts: [cart] }\n",
+            "match.service_accounts[0]",
+            "<namespace>/<service account>",
+        ),
+        (
+            "    match: { path: /a, principals: ['a*b'] }\n",
+            "match.principals[0]",
+            "`*` only at its start or end",
+        ),
+        (
+            "    match: { path: /a }\n    require: { groups: [eng] }\n",
+            "require.groups",
+            "full paths",
+        ),
     ];
     for (route, field, message) in cases {
         let e = invalid(&with_route(route));
