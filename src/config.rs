@@ -63,6 +63,9 @@ pub struct Config {
     /// What to do with paths that servers may read in two ways.
     #[serde(default)]
     pub ambiguous_paths: AmbiguousPaths,
+    /// CheckRequests larger than this are denied (400) without being decoded.
+    #[serde(default = "default_max_check_request_bytes")]
+    pub max_check_request_bytes: usize,
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
@@ -180,6 +183,9 @@ pub const SUPPORTED_ALGORITHMS: &[&str] = &[
 
 fn default_realm() -> String {
     "portcullis".to_owned()
+}
+fn default_max_check_request_bytes() -> usize {
+    4 * 1024 * 1024
 }
 fn default_max_token_bytes() -> usize {
     16 * 1024
@@ -346,6 +352,12 @@ impl Config {
         }
         if self.listen.admin == self.listen.grpc {
             return Err(("listen.admin".into(), "must differ from listen.grpc".into()));
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_check_request_bytes) {
+            return Err((
+                "max_check_request_bytes".into(),
+                "must be between 65536 and 67108864".into(),
+            ));
         }
         if !(256..=1024 * 1024).contains(&self.max_token_bytes) {
             return Err((

@@ -48,6 +48,8 @@ pub struct Denial {
 pub enum Reason {
     /// The check has no HTTP part (a TCP connection check).
     NotHttp(RequestError),
+    /// The CheckRequest could not be decoded, or was over the size limit.
+    InvalidCheckRequest,
     /// The path cannot be matched safely.
     InvalidPath(PathError),
     /// No route matches the request.
@@ -94,6 +96,7 @@ impl Reason {
         use Challenge::{Error, None, Plain};
         let (status, challenge, code) = match self {
             Reason::NotHttp(_) => (403, None, "not_http"),
+            Reason::InvalidCheckRequest => (400, None, "invalid_check_request"),
             Reason::InvalidPath(_) => (400, None, "invalid_path"),
             Reason::NoRoute => (403, None, "no_route"),
             Reason::MissingToken => (401, Plain, "missing_token"),
@@ -121,6 +124,7 @@ impl Reason {
     pub fn description(&self) -> String {
         match self {
             Reason::NotHttp(e) => e.to_string(),
+            Reason::InvalidCheckRequest => "the authorization request could not be read".to_owned(),
             Reason::InvalidPath(e) => e.to_string(),
             Reason::NoRoute => "no route matches the request".to_owned(),
             Reason::MissingToken => "a bearer token is required".to_owned(),

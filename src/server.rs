@@ -8,14 +8,12 @@
 //! none loaded yet, or the last good ones older than `max_key_age_seconds`.
 
 pub mod admin;
+pub mod grpc;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -146,6 +144,21 @@ impl AuthzService {
         Self { runtime }
     }
 
+    /// Decides on a CheckRequest as it arrived, well-formed or not.
+    pub async fn decide_inbound(&self, inbound: grpc::Inbound) -> CheckResponse {
+        match inbound {
+            grpc::Inbound::Check(check) => self.decide(&check).await,
+            grpc::Inbound::Undecodable(why) => {
+                tracing::warn!(error = %why, "Undecodable CheckRequest denied");
+                let decision = Decision::deny(None, Reason::InvalidCheckRequest);
+                self.runtime
+                    .metrics
+                    .record_check(&labels(&decision), Duration::ZERO);
+                respond::check_response(&decision, &self.runtime.checker.realm)
+            }
+        }
+    }
+
     /// Decides on one CheckRequest. Never fails: every outcome is an answer.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
@@ -179,16 +192,6 @@ fn labels(decision: &Decision) -> CheckLabels {
         route: Name(route.unwrap_or(&NO_ROUTE).clone()),
         decision: decision_label,
         reason,
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.decide(request.get_ref()).await))
     }
 }
 
@@ -273,7 +276,10 @@ pub async fn serve(
     }
 
     tracing::info!(listen.addr = ?listeners.grpc.local_addr().ok(), "Serving ext_authz and health over gRPC");
-    let authz = AuthorizationServer::new(AuthzService::new(runtime.clone()));
+    let authz = grpc::AuthorizationService::new(
+        AuthzService::new(runtime.clone()),
+        config.max_check_request_bytes,
+    );
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(authz)

@@ -222,3 +222,84 @@ async fn a_missing_token_over_grpc_is_a_401_denial() {
     assert_eq!(response.status.as_ref().unwrap().code, 16);
     assert_eq!(denied_status(&response), 401);
 }
+
+/// Sends raw bytes as the CheckRequest message.
+async fn check_raw(ch: &Channel, message: Vec<u8>) -> Result<CheckResponse, tonic::Status> {
+    #[derive(Clone, Copy, Default)]
+    struct RawCodec;
+    #[derive(Clone, Copy, Default)]
+    struct RawEncoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            buf: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            use prost::bytes::BufMut;
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = CheckResponse;
+        type Encoder = RawEncoder;
+        type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstDecoder::default()
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(ch.clone()).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.auth.v3.Authorization/Check",
+    );
+    grpc.unary(tonic::Request::new(message), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn undecodable_check_requests_get_a_denial_not_a_grpc_error() {
+    use prost::Message;
+    let h = start().await;
+    let ch = channel(h.addr).await;
+    // attributes (1) → request (4) → http (2) → path (4) holding invalid UTF-8.
+    let path = [0x22u8, 0x02, 0xff, 0xfe];
+    let http = [&[0x12u8, path.len() as u8][..], &path].concat();
+    let request = [&[0x22u8, http.len() as u8][..], &http].concat();
+    let bad_utf8 = [&[0x0au8, request.len() as u8][..], &request].concat();
+    let garbage = vec![0xffu8; 64];
+    let oversized = {
+        let mut check = http_check(None);
+        let http = check
+            .attributes
+            .as_mut()
+            .unwrap()
+            .request
+            .as_mut()
+            .unwrap()
+            .http
+            .as_mut()
+            .unwrap();
+        http.headers
+            .insert("x-big".into(), "a".repeat(5 * 1024 * 1024));
+        check.encode_to_vec()
+    };
+    for (case, bytes) in [
+        ("invalid UTF-8", bad_utf8),
+        ("garbage", garbage),
+        ("over 4 MiB", oversized),
+    ] {
+        let response = check_raw(&ch, bytes)
+            .await
+            .unwrap_or_else(|s| panic!("{case}: gRPC error {s:?}"));
+        assert_eq!(response.status.as_ref().unwrap().code, 3, "{case}");
+        assert_eq!(denied_status(&response), 400, "{case}");
+    }
+}
