@@ -8,7 +8,8 @@ use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
 use crate::credential::{self, Credential};
 use crate::decision::{Allow, Decision, Reason};
 use crate::policy::require::{TokenView, TraceLine};
-use crate::policy::{Policy, Route, Target};
+use crate::policy::upstream::{UpstreamRules, is_header_value};
+use crate::policy::{Policy, Route, Target, TcpPolicy};
 use crate::request::{PathError, PathReadings, Request};
 use crate::token::{Claims, Validator, Verified};
 
@@ -16,8 +17,12 @@ use crate::token::{Claims, Validator, Verified};
 #[derive(Debug)]
 pub struct Checker {
     policy: Policy,
+    tcp: TcpPolicy,
     validator: Validator,
     identity: IdentityHeadersConfig,
+    upstream: UpstreamRules,
+    /// Every header portcullis may set, and their underscore spellings.
+    owned_headers: Vec<String>,
     ambiguous_paths: AmbiguousPaths,
     /// The `realm` of challenges.
     pub realm: String,
@@ -39,10 +44,16 @@ pub struct Explanation {
 impl Checker {
     /// Builds a checker from a validated configuration and the validator of its issuers.
     pub fn new(config: &Config, validator: Validator) -> Self {
+        let upstream = UpstreamRules::compile(&config.upstream);
+        let policy = Policy::compile(config.routes.iter().map(|r| &r.value));
+        let owned_headers = owned_headers(config, &upstream, &policy);
         Self {
-            policy: Policy::compile(config.routes.iter().map(|r| &r.value)),
+            policy,
+            tcp: TcpPolicy::compile(&config.tcp),
             validator,
             identity: config.identity_headers.clone(),
+            upstream,
+            owned_headers,
             ambiguous_paths: config.ambiguous_paths,
             realm: config.realm.clone(),
         }
@@ -93,7 +104,28 @@ impl Checker {
                 allow.would_deny = Some(reason);
                 Decision::Allow(allow)
             }
-            Some(reason) => Decision::deny(Some(route.name.clone()), reason),
+            Some(reason) => {
+                let mut decision = Decision::deny(Some(route.name.clone()), reason);
+                if let Decision::Deny(denial) = &mut decision {
+                    denial.overrides = route.deny.clone();
+                }
+                decision
+            }
+        }
+    }
+
+    /// Decides on a TCP connection check, which has only the caller's identity.
+    pub fn check_tcp(&self, principal: &str) -> Decision {
+        match self.tcp.allows(principal) {
+            Some(rule) => Decision::Allow(Allow {
+                route: rule.clone(),
+                issuer: None,
+                subject: None,
+                set_headers: Vec::new(),
+                remove_headers: Vec::new(),
+                would_deny: None,
+            }),
+            None => Decision::deny(None, Reason::NotHttp(crate::request::RequestError::NotHttp)),
         }
     }
 
@@ -198,7 +230,7 @@ impl Checker {
             issuer: None,
             subject: None,
             set_headers: Vec::new(),
-            remove_headers: self.removals(|_| true),
+            remove_headers: self.owned_headers.clone(),
             would_deny: None,
         }
     }
@@ -206,7 +238,11 @@ impl Checker {
     /// A validated token: identity headers are set from its claims; those it
     /// lacks are removed, so that no client copy reaches the upstream.
     fn identified(&self, route: &Route, verified: Verified<'_>) -> Allow {
-        let Verified { issuer, claims, .. } = verified;
+        let Verified {
+            issuer,
+            claims,
+            payload,
+        } = verified;
         let id = &self.identity;
         let values = [
             (&id.subject, claims.sub.clone()),
@@ -221,7 +257,17 @@ impl Checker {
                 set_headers.push((name.clone(), value));
             }
         }
-        let remove_headers = self.removals(|name| !set_headers.iter().any(|(n, _)| n == name));
+        let rules = route.upstream.as_ref().unwrap_or(&self.upstream);
+        set_headers.extend(rules.headers(&payload));
+        let mut remove_headers: Vec<String> = self
+            .owned_headers
+            .iter()
+            .filter(|owned| !set_headers.iter().any(|(name, _)| name == *owned))
+            .cloned()
+            .collect();
+        if !rules.forward_authorization {
+            remove_headers.push("authorization".to_owned());
+        }
         Allow {
             route: route.name.clone(),
             issuer: Some(issuer.name.clone()),
@@ -231,22 +277,28 @@ impl Checker {
             would_deny: None,
         }
     }
+}
 
-    /// Identity header names to remove: those `keep` selects, and the
-    /// underscore spelling of every one (`x_portcullis_subject`), which some
-    /// upstreams (CGI, WSGI, PHP) read as the same header.
-    fn removals(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut names = Vec::new();
-        for name in self.identity.names() {
-            if keep(name) {
-                names.push(name.to_owned());
-            }
-            if name.contains('-') {
-                names.push(name.replace('-', "_"));
+/// Every header portcullis may set (identity headers, claim headers of the
+/// global and every route's rules) and the underscore spelling of each
+/// (`x_portcullis_subject`), which some upstreams (CGI, WSGI, PHP) read as the
+/// same header. All of them are removed from every request portcullis allows,
+/// unless it sets them itself.
+fn owned_headers(config: &Config, global: &UpstreamRules, policy: &Policy) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let identity = config.identity_headers.names();
+    let routes = policy.routes().filter_map(|r| r.upstream.as_ref());
+    let mapped = std::iter::once(global)
+        .chain(routes)
+        .flat_map(UpstreamRules::header_names);
+    for name in identity.into_iter().chain(mapped) {
+        for spelling in [name.to_owned(), name.replace('-', "_")] {
+            if !names.contains(&spelling) {
+                names.push(spelling);
             }
         }
-        names
     }
+    names
 }
 
 fn note(explain: Option<&mut Explanation>, f: impl FnOnce(&mut Explanation)) {
@@ -275,11 +327,6 @@ fn realm_roles(claims: &Claims) -> Option<String> {
         .filter(|r| !r.contains(','))
         .collect();
     Some(kept.join(","))
-}
-
-/// A value Envoy accepts in a header: no control characters, no surrounding space.
-fn is_header_value(value: &str) -> bool {
-    !value.is_empty() && value.trim() == value && !value.chars().any(|c| c.is_control())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!
 //! Every field is documented in `config/portcullis.yaml`, which is tested to load.
 
+pub mod answer;
 pub mod route;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use answer::{ClaimHeader, DenyConfig, HeaderFormat, TcpConfig, TcpRule, UpstreamConfig};
 pub use route::{
     AmbiguousPaths, ClaimCondition, ClaimPath, MatchConfig, RequireConfig, RouteConfig, TokenMode,
 };
@@ -72,6 +74,15 @@ pub struct Config {
     /// Names of the identity headers set on allowed requests.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// More upstream headers from claims, for routes without their own `upstream`.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Rules for TCP connection checks; without them every TCP check is denied.
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    /// The path prefix Envoy's `http_service` puts before each path (HTTP mode).
+    #[serde(default)]
+    pub http_path_prefix: String,
     /// Trusted token issuers.
     #[serde(default)]
     pub issuers: Vec<Spanned<IssuerConfig>>,
@@ -89,6 +100,9 @@ pub struct ListenConfig {
     /// The admin HTTP server: `/metrics`, `/livez`, `/readyz`.
     #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
+    /// The HTTP ext_authz server (Envoy `http_service`, Istio
+    /// `envoyExtAuthzHttp`). Absent: not served.
+    pub http: Option<SocketAddr>,
 }
 
 /// Upstream header names for the caller's identity on allowed requests.
@@ -247,6 +261,7 @@ impl Default for ListenConfig {
         Self {
             grpc: default_grpc_addr(),
             admin: default_admin_addr(),
+            http: None,
         }
     }
 }
@@ -329,6 +344,12 @@ impl Config {
                 .value
                 .validate(&issuer_names)
                 .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            if let Some(upstream) = &route.value.upstream {
+                let identity = self.identity_headers.names();
+                upstream
+                    .validate("upstream", &identity)
+                    .map_err(|(f, m)| fail(format!("{at}: {f}"), &m))?;
+            }
             let first = self
                 .routes
                 .iter()
@@ -353,6 +374,25 @@ impl Config {
         if self.listen.admin == self.listen.grpc {
             return Err(("listen.admin".into(), "must differ from listen.grpc".into()));
         }
+        if let Some(http) = self.listen.http
+            && (http == self.listen.grpc || http == self.listen.admin)
+        {
+            return Err((
+                "listen.http".into(),
+                "must differ from listen.grpc and listen.admin".into(),
+            ));
+        }
+        if !self.http_path_prefix.is_empty()
+            && (!self.http_path_prefix.starts_with('/') || self.http_path_prefix.ends_with('/'))
+        {
+            return Err((
+                "http_path_prefix".into(),
+                "starts with '/' and does not end with one, like /authz".into(),
+            ));
+        }
+        let identity = self.identity_headers.names();
+        self.upstream.validate("upstream", &identity)?;
+        self.tcp.validate()?;
         if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_check_request_bytes) {
             return Err((
                 "max_check_request_bytes".into(),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::config::DenyConfig;
 use crate::credential::CredentialError;
 use crate::policy::require::Unmet;
 use crate::request::{PathError, RequestError};
@@ -41,6 +42,10 @@ pub struct Denial {
     pub route: Option<Arc<str>>,
     /// Why.
     pub reason: Reason,
+    /// The request's `x-request-id`, for the body.
+    pub request_id: Option<String>,
+    /// The route's own status and body for denials.
+    pub overrides: Option<Arc<DenyConfig>>,
 }
 
 /// Why a request was refused.
@@ -160,7 +165,12 @@ fn token_code(error: &TokenError) -> &'static str {
 impl Decision {
     /// A denial.
     pub fn deny(route: Option<Arc<str>>, reason: Reason) -> Self {
-        Decision::Deny(Denial { route, reason })
+        Decision::Deny(Denial {
+            route,
+            reason,
+            request_id: None,
+            overrides: None,
+        })
     }
 
     /// The route that matched, if any.
@@ -196,6 +206,7 @@ mod tests {
         let a = Reason::Insufficient(Unmet {
             code: "missing_scope",
             description: "missing scope \"x\"".into(),
+            scope: None,
         })
         .answer();
         assert_eq!(a.status, 403);

@@ -188,6 +188,10 @@ async fn bind(config: &Config) -> Result<portcullis::server::Listeners, String> 
     Ok(portcullis::server::Listeners {
         grpc: bind(config.listen.grpc).await?,
         admin: Some(bind(config.listen.admin).await?),
+        http: match config.listen.http {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        },
     })
 }
 

@@ -9,14 +9,18 @@
 
 pub mod path;
 pub mod require;
+pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{MatchConfig, RouteConfig, TokenMode, route::compile_regex};
+use crate::config::{
+    DenyConfig, MatchConfig, RouteConfig, TcpConfig, TokenMode, route::compile_regex,
+};
 use crate::request::split_port;
 use path::{PathMatch, PathPattern};
 use require::Requirement;
+use upstream::UpstreamRules;
 
 /// The compiled routes.
 #[derive(Debug)]
@@ -59,6 +63,16 @@ pub struct Route {
     pub requirement: Requirement,
     /// Denials are reported but not enforced.
     pub dry_run: bool,
+    /// Upstream header rules of this route, in place of the global ones.
+    pub upstream: Option<UpstreamRules>,
+    /// How this route answers denials.
+    pub deny: Option<Arc<DenyConfig>>,
+}
+
+/// Callers allowed by TCP connection checks.
+#[derive(Debug, Default)]
+pub struct TcpPolicy {
+    rules: Vec<(Arc<str>, PeerMatch)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -95,6 +109,11 @@ impl Policy {
                 .map(|(i, r)| Route::compile(i, r))
                 .collect(),
         }
+    }
+
+    /// The routes, in order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 
     /// The first route that matches, if any.
@@ -145,6 +164,8 @@ impl Route {
             issuers: config.issuers.clone(),
             requirement,
             dry_run: config.dry_run,
+            upstream: config.upstream.as_ref().map(UpstreamRules::compile),
+            deny: config.deny.clone().map(Arc::new),
         }
     }
 
@@ -207,6 +228,40 @@ fn compile_path(m: &MatchConfig) -> PathMatch {
         };
     }
     PathMatch::Any
+}
+
+// === impl TcpPolicy ===
+
+impl TcpPolicy {
+    /// Compiles validated TCP rules.
+    pub fn compile(config: &TcpConfig) -> Self {
+        Self {
+            rules: config
+                .allow
+                .iter()
+                .map(|rule| {
+                    let peers = PeerMatch {
+                        principals: rule
+                            .principals
+                            .iter()
+                            .map(|p| strip_spiffe(p).to_owned())
+                            .collect(),
+                        namespaces: rule.namespaces.clone(),
+                        service_accounts: rule.service_accounts.clone(),
+                    };
+                    (Arc::from(rule.name.as_str()), peers)
+                })
+                .collect(),
+        }
+    }
+
+    /// The name of the first rule that allows this caller.
+    pub fn allows(&self, principal: &str) -> Option<&Arc<str>> {
+        self.rules
+            .iter()
+            .find(|(_, peers)| peers.matches(principal))
+            .map(|(name, _)| name)
+    }
 }
 
 // === impl HostMatch ===

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 
-use crate::decision::{Allow, Challenge, Decision, Denial};
+use crate::decision::{Allow, Challenge, Decision, Denial, Reason};
 
 /// gRPC status codes used in `CheckResponse.status` (google.rpc.Code).
 mod code {
@@ -67,15 +67,29 @@ fn allowed(allow: &Allow) -> CheckResponse {
 fn denied(denial: &Denial, realm: &str) -> CheckResponse {
     let answer = denial.reason.answer();
     let description = denial.reason.description();
-    let mut headers = vec![overwrite("content-type", "application/json")];
-    if let Some(challenge) = challenge(answer.challenge, realm, &description) {
+    let scope = match &denial.reason {
+        Reason::Insufficient(unmet) => unmet.scope.as_deref(),
+        _ => None,
+    };
+    let overrides = denial.overrides.as_deref();
+    let (content_type, body) = match overrides.and_then(|o| o.body.as_ref()) {
+        Some(body) => {
+            let content_type = overrides.and_then(|o| o.content_type.as_deref());
+            (
+                content_type.unwrap_or("text/plain; charset=utf-8"),
+                body.clone(),
+            )
+        }
+        None => (
+            "application/json",
+            json_body(denial, answer.code, &description),
+        ),
+    };
+    let mut headers = vec![overwrite("content-type", content_type)];
+    if let Some(challenge) = challenge(answer.challenge, realm, &description, scope) {
         headers.push(overwrite("www-authenticate", &challenge));
     }
-    let body = serde_json::json!({
-        "error": answer.code,
-        "message": description,
-        "route": denial.route.as_deref(),
-    });
+    let status = overrides.and_then(|o| o.status).unwrap_or(answer.status);
     let grpc_code = match answer.status {
         400 => code::INVALID_ARGUMENT,
         401 => code::UNAUTHENTICATED,
@@ -92,24 +106,47 @@ fn denied(denial: &Denial, realm: &str) -> CheckResponse {
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(answer.status),
+                code: i32::from(status),
             }),
             headers,
-            body: body.to_string(),
+            body,
         })),
         dynamic_metadata: Some(strings_struct(&metadata)),
     }
 }
 
-/// `Bearer realm="…"`, with `error` and `error_description` when there is an error code.
-fn challenge(challenge: Challenge, realm: &str, description: &str) -> Option<String> {
+/// The default denial body: the reason code, a description, the route and the request id.
+fn json_body(denial: &Denial, code: &str, description: &str) -> String {
+    serde_json::json!({
+        "error": code,
+        "message": description,
+        "route": denial.route.as_deref(),
+        "request_id": denial.request_id.as_deref(),
+    })
+    .to_string()
+}
+
+/// `Bearer realm="…"` (RFC 6750 §3), with `error`, `error_description`, and
+/// `scope` when a missing scope is the reason.
+fn challenge(
+    challenge: Challenge,
+    realm: &str,
+    description: &str,
+    scope: Option<&str>,
+) -> Option<String> {
     match challenge {
         Challenge::None => None,
         Challenge::Plain => Some(format!("Bearer realm=\"{realm}\"")),
-        Challenge::Error(error) => Some(format!(
-            "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
-            quotable(description)
-        )),
+        Challenge::Error(error) => {
+            let mut value = format!(
+                "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
+                quotable(description)
+            );
+            if let Some(scope) = scope {
+                value.push_str(&format!(", scope=\"{}\"", quotable(scope)));
+            }
+            Some(value)
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod grpc;
+pub mod http;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Metrics, liveness and readiness over HTTP, if wanted.
     pub admin: Option<TcpListener>,
+    /// ext_authz over HTTP (Envoy `http_service`), if wanted.
+    pub http: Option<TcpListener>,
 }
 
 /// One configured issuer at run time.
@@ -165,11 +168,30 @@ impl AuthzService {
         let checker = &self.runtime.checker;
         let decision = match Request::from_check(check) {
             Ok(request) => {
-                let decision = checker.check(&request, unix_now()).await;
-                log_decision(&decision, &request);
+                let mut decision = checker.check(&request, unix_now()).await;
+                let request_id = request_id(&request);
+                log_decision(&decision, &request, request_id);
+                if let Decision::Deny(denial) = &mut decision
+                    && !request_id.is_empty()
+                {
+                    denial.request_id = Some(request_id.to_owned());
+                }
                 decision
             }
-            Err(e) => Decision::deny(None, Reason::NotHttp(e)),
+            Err(_) => {
+                let principal = check
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.source.as_ref())
+                    .map_or("", |s| s.principal.as_str());
+                let decision = checker.check_tcp(principal);
+                tracing::debug!(
+                    peer.principal = principal,
+                    allowed = matches!(decision, Decision::Allow(_)),
+                    "TCP check"
+                );
+                decision
+            }
         };
         let response = respond::check_response(&decision, &checker.realm);
         self.runtime
@@ -195,13 +217,18 @@ fn labels(decision: &Decision) -> CheckLabels {
     }
 }
 
-fn log_decision(decision: &Decision, request: &Request<'_>) {
-    let request_id = request
+/// The request's `x-request-id`, if it is printable and of a sane length.
+fn request_id<'r>(request: &Request<'r>) -> &'r str {
+    request
         .headers
         .get_all("x-request-id")
         .next()
         .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("");
+        .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("")
+}
+
+fn log_decision(decision: &Decision, request: &Request<'_>, request_id: &str) {
     match decision {
         Decision::Allow(Allow {
             would_deny: Some(reason),
@@ -271,6 +298,16 @@ pub async fn serve(
         background.spawn(async move {
             if let Err(e) = axum::serve(admin, router).await {
                 tracing::error!(error = %e, "Admin server failed");
+            }
+        });
+    }
+
+    if let Some(http) = listeners.http {
+        tracing::info!(listen.addr = ?http.local_addr().ok(), "Serving ext_authz over HTTP");
+        let router = http::router(AuthzService::new(runtime.clone()), &config.http_path_prefix);
+        background.spawn(async move {
+            if let Err(e) = axum::serve(http, router).await {
+                tracing::error!(error = %e, "HTTP ext_authz server failed");
             }
         });
     }

@@ -110,6 +110,14 @@ async fn envoy_forwards_or_refuses_on_portcullis_decisions() {
         [alice.as_str()],
         "the token is forwarded"
     );
+    assert_eq!(
+        allowed.upstream_header("x-portcullis-scope"),
+        ["openid profile email orders:read"]
+    );
+    assert_eq!(
+        allowed.upstream_header("x-portcullis-orders-roles"),
+        [r#"["orders-writer"]"#]
+    );
 
     let bob = bearer(&stack, "bob");
     let forbidden = send(&stack, "GET", "/orders/1", &[("authorization", &bob)]).await;
@@ -449,5 +457,117 @@ async fn lower_case_methods_over_http2_meet_the_method_rules() {
             .unwrap();
         assert_eq!(response.status(), 403, "{method}: bob lacks orders-writer");
     }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_http_flavour_gives_the_same_decisions_and_headers() {
+    let envoy = find_binary()
+        .expect("Envoy is required: run scripts/install-envoy or set PORTCULLIS_ENVOY");
+    let mut options = StackOptions::demo(&envoy);
+    options.envoy_config = portcullis::dev::envoy::STANDALONE_HTTP_CONFIG.to_owned();
+    options.authz_over_http = true;
+    let stack = Stack::start(&options)
+        .await
+        .unwrap_or_else(|e| panic!("stack did not start: {e}"));
+
+    let forged = [
+        ("x-portcullis-subject", "forged-admin"),
+        ("x-portcullis-realm-roles", "admin"),
+    ];
+    let public = send(&stack, "GET", "/docs/intro", &forged).await;
+    assert_eq!(public.status, 200);
+    assert!(
+        public.upstream_header("x-portcullis-subject").is_empty(),
+        "stripped on a public route"
+    );
+    assert!(
+        public
+            .upstream_header("x-portcullis-realm-roles")
+            .is_empty()
+    );
+
+    let anonymous = send(&stack, "GET", "/orders/1", &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.www_authenticate.as_deref(),
+        Some("Bearer realm=\"demo\"")
+    );
+    assert_eq!(anonymous.body["error"], "missing_token");
+
+    let alice = bearer(&stack, "alice");
+    let mut headers = forged.to_vec();
+    headers.push(("authorization", &alice));
+    let allowed = send(&stack, "GET", "/orders/1", &headers).await;
+    assert_eq!(allowed.status, 200, "{:?}", allowed.body);
+    assert_eq!(
+        allowed.upstream_header("x-portcullis-subject"),
+        [issuer::user("alice").unwrap().sub]
+    );
+    assert_eq!(
+        allowed.upstream_header("x-portcullis-realm-roles"),
+        ["default-roles-demo,offline_access,orders-reader"],
+        "the Keycloak role array reaches the upstream as one header"
+    );
+
+    let bob = bearer(&stack, "bob");
+    let forbidden = send(&stack, "GET", "/orders/1", &[("authorization", &bob)]).await;
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(forbidden.body["error"], "missing_realm_role");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_show_in_envoys_access_log_through_dynamic_metadata() {
+    let stack = start().await;
+    let alice = bearer(&stack, "alice");
+    send(
+        &stack,
+        "GET",
+        "/orders/1",
+        &[("authorization", &alice), ("x-request-id", "req-allowed-1")],
+    )
+    .await;
+    send(
+        &stack,
+        "GET",
+        "/orders/1",
+        &[("x-request-id", "req-denied-1")],
+    )
+    .await;
+    let sub = issuer::user("alice").unwrap().sub;
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        lines = stack
+            .envoy
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("req-"))
+            })
+            .collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let line = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let allowed = line("req-allowed-1");
+    assert_eq!(allowed["authz_decision"], "allow", "{lines:?}");
+    assert_eq!(allowed["authz_route"], "orders-read");
+    assert_eq!(allowed["authz_sub"], sub);
+    let denied = line("req-denied-1");
+    assert_eq!(denied["authz_decision"], "deny", "{lines:?}");
+    assert_eq!(denied["authz_reason"], "missing_token");
+    assert_eq!(denied["status"], 401);
     stack.stop().await;
 }

@@ -65,6 +65,7 @@ async fn start() -> Harness {
         let listeners = portcullis::server::Listeners {
             grpc: listener,
             admin: Some(admin_listener),
+            http: None,
         };
         portcullis::server::serve(&config, listeners, std::future::pending())
             .await

@@ -110,8 +110,8 @@ async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
     );
     assert_eq!(
         allow.remove_headers.len(),
-        10,
-        "five names, dashed and underscored"
+        14,
+        "seven names (identity and claim headers), dashed and underscored"
     );
 }
 
@@ -154,7 +154,7 @@ async fn a_valid_token_with_the_roles_is_allowed_with_identity_headers() {
     );
     assert_eq!(
         allow.remove_headers.len(),
-        5,
+        7,
         "only the underscore spellings"
     );
 }
@@ -167,6 +167,7 @@ async fn a_valid_token_without_the_role_is_insufficient() {
         Reason::Insufficient(Unmet {
             code: "missing_realm_role",
             description: "missing realm role \"orders-reader\"".into(),
+            scope: None,
         })
     );
 }
@@ -310,4 +311,66 @@ async fn an_ambiguous_path_is_allowed_only_when_every_reading_is_public() {
             .await,
     );
     assert_eq!(reason, Reason::InvalidPath(PathError::Ambiguous));
+}
+
+#[tokio::test]
+async fn tcp_checks_are_denied_unless_a_rule_allows_the_caller() {
+    let none = checker_with(&format!(
+        "{ROUTES_HEAD}  - {{ name: r, match: {{ path_prefix: / }} }}\n"
+    ));
+    assert!(matches!(
+        none.check_tcp("spiffe://cluster.local/ns/shop/sa/cart"),
+        Decision::Deny(_)
+    ));
+    let rules = format!(
+        "tcp:\n  allow:\n    - {{ name: shop, namespaces: [shop] }}\n{ROUTES_HEAD}  - {{ name: r, match: {{ path_prefix: / }} }}\n"
+    );
+    let tcp = checker_with(&rules);
+    assert!(matches!(
+        tcp.check_tcp("spiffe://cluster.local/ns/shop/sa/cart"),
+        Decision::Allow(_)
+    ));
+    assert!(matches!(
+        tcp.check_tcp("spiffe://cluster.local/ns/billing/sa/x"),
+        Decision::Deny(_)
+    ));
+    assert!(matches!(tcp.check_tcp(""), Decision::Deny(_)));
+}
+
+#[tokio::test]
+async fn a_route_can_set_its_own_upstream_headers_and_strip_authorization() {
+    let routes = "  - name: r\n    match: { path_prefix: / }\n    upstream: { claims: [{ claim: azp, header: x-client-app }], forward_authorization: false }\n  - { name: other, match: { path: /never }, upstream: { claims: [{ claim: sub, header: x-other }] } }\n";
+    let bob = bearer("bob");
+    let allow = allowed(decide_with(routes, "/x", &[("authorization", &bob)]).await);
+    assert!(
+        allow
+            .set_headers
+            .contains(&("x-client-app".to_owned(), "web-frontend".to_owned()))
+    );
+    assert!(allow.remove_headers.contains(&"authorization".to_owned()));
+    assert!(
+        allow.remove_headers.contains(&"x-other".to_owned()),
+        "another route's header is owned too"
+    );
+    assert!(allow.remove_headers.contains(&"x_client_app".to_owned()));
+    assert!(!allow.remove_headers.contains(&"x-client-app".to_owned()));
+}
+
+#[tokio::test]
+async fn a_route_can_answer_denials_with_its_own_status_and_body() {
+    use crate::respond::check_response;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let routes = "  - name: hidden\n    match: { path_prefix: / }\n    deny: { status: 404, body: not found }\n";
+    let decision = decide_with(routes, "/x", &[]).await;
+    let response = check_response(&decision, "demo");
+    let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+        panic!("not denied")
+    };
+    assert_eq!(denied.status.unwrap().code, 404);
+    assert_eq!(denied.body, "not found");
+    assert_eq!(
+        response.status.unwrap().code,
+        16,
+        "still a 401 reason underneath"
+    );
 }

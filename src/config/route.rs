@@ -26,6 +26,10 @@ pub struct RouteConfig {
     /// Evaluate and report denials, but allow.
     #[serde(default)]
     pub dry_run: bool,
+    /// Upstream headers for this route, in place of the global `upstream`.
+    pub upstream: Option<super::answer::UpstreamConfig>,
+    /// How this route answers denials, in place of the default.
+    pub deny: Option<super::answer::DenyConfig>,
 }
 
 /// Whether and how a route reads a token.
@@ -214,6 +218,9 @@ impl RouteConfig {
         if let Some(require) = &self.require {
             require.validate("require")?;
         }
+        if let Some(deny) = &self.deny {
+            deny.validate()?;
+        }
         Ok(())
     }
 }
@@ -269,6 +276,11 @@ impl MatchConfig {
                 return Err(invalid(format!("match.methods[{i}]"), m));
             }
         }
+        self.validate_peers()
+    }
+
+    /// Checks the caller-identity conditions.
+    pub(super) fn validate_peers(&self) -> Result<(), Invalid> {
         for (i, principal) in self.principals.iter().enumerate() {
             let inner = principal.trim_start_matches('*').trim_end_matches('*');
             if principal.is_empty() || inner.contains('*') {

@@ -18,6 +18,9 @@ use super::DevError;
 /// `config/envoy.yaml`, as built into this binary.
 pub const STANDALONE_CONFIG: &str = include_str!("../../config/envoy.yaml");
 
+/// `config/envoy-http.yaml` (ext_authz over HTTP), as built into this binary.
+pub const STANDALONE_HTTP_CONFIG: &str = include_str!("../../config/envoy-http.yaml");
+
 /// The cluster of the ext_authz service in `config/envoy.yaml`.
 pub const AUTHZ_CLUSTER: &str = "portcullis";
 /// The cluster of the protected upstream in `config/envoy.yaml`.

@@ -38,6 +38,9 @@ pub struct StackOptions {
     pub envoy_config: String,
     /// portcullis's configuration (YAML), in which [`DEMO_ISSUER_BASE`] is replaced.
     pub portcullis_config: String,
+    /// Point Envoy's `portcullis` cluster at the HTTP ext_authz listener
+    /// (for `config/envoy-http.yaml`) instead of gRPC.
+    pub authz_over_http: bool,
 }
 
 /// A running stack. Stop it with [`Stack::stop`]; dropping it also ends Envoy.
@@ -51,6 +54,8 @@ pub struct Stack {
     pub authz: SocketAddr,
     /// The portcullis admin (metrics, readiness) address.
     pub admin: SocketAddr,
+    /// The portcullis HTTP ext_authz address.
+    pub http: SocketAddr,
     /// The echo upstream's address.
     pub upstream: SocketAddr,
     shutdown: Vec<oneshot::Sender<()>>,
@@ -64,6 +69,7 @@ impl StackOptions {
             envoy_binary: envoy_binary.to_owned(),
             envoy_config: envoy::STANDALONE_CONFIG.to_owned(),
             portcullis_config: DEMO_CONFIG.to_owned(),
+            authz_over_http: false,
         }
     }
 }
@@ -106,9 +112,12 @@ impl Stack {
         let authz = local_addr(&authz_listener)?;
         let admin_listener = bind().await?;
         let admin = local_addr(&admin_listener)?;
+        let http_listener = bind().await?;
+        let http = local_addr(&http_listener)?;
         let listeners = crate::server::Listeners {
             grpc: authz_listener,
             admin: Some(admin_listener),
+            http: Some(http_listener),
         };
         let (stop_authz, stopped) = oneshot::channel::<()>();
         tasks.spawn(async move {
@@ -122,7 +131,8 @@ impl Stack {
         shutdown.push(stop_authz);
         wait_serving(authz).await?;
 
-        let mut envoy_config = envoy::local_config(&options.envoy_config, authz, upstream)?;
+        let authz_target = if options.authz_over_http { http } else { authz };
+        let mut envoy_config = envoy::local_config(&options.envoy_config, authz_target, upstream)?;
         tweak_envoy(&mut envoy_config);
         let envoy = Envoy::start(&options.envoy_binary, &envoy_config).await?;
         Ok(Self {
@@ -130,6 +140,7 @@ impl Stack {
             envoy,
             authz,
             admin,
+            http,
             upstream,
             shutdown,
             tasks,

@@ -65,6 +65,8 @@ pub struct Unmet {
     pub code: &'static str,
     /// What was missing, for the client and the logs.
     pub description: String,
+    /// The missing scope, for the `scope` attribute of the challenge (RFC 6750 §3).
+    pub scope: Option<String>,
 }
 
 /// One line of an evaluation trace: depth, what was checked, whether it held.
@@ -191,6 +193,7 @@ impl Requirement {
                     *unmet = Some(Unmet {
                         code: "no_alternative_met",
                         description: "none of the alternatives is met".into(),
+                        scope: None,
                     });
                 }
                 return any;
@@ -203,6 +206,7 @@ impl Requirement {
                     *unmet = Some(Unmet {
                         code: "excluded",
                         description: "the token has something this route excludes".into(),
+                        scope: None,
                     });
                 }
                 return !inner_held;
@@ -214,6 +218,10 @@ impl Requirement {
             *unmet = Some(Unmet {
                 code: self.code(),
                 description: format!("missing {}", self.describe()),
+                scope: match self {
+                    Requirement::Scope(scope) => Some(scope.clone()),
+                    _ => None,
+                },
             });
         }
         held

@@ -104,6 +104,7 @@ fn an_unmet_requirement_is_a_403_insufficient_scope() {
     let (grpc, http, headers, body) = denied_parts(&denial(Reason::Insufficient(Unmet {
         code: "missing_scope",
         description: "missing scope \"a\"".into(),
+        scope: None,
     })));
     assert_eq!((grpc, http), (7, 403));
     assert!(
@@ -146,4 +147,26 @@ fn attacker_text_in_a_description_cannot_break_the_challenge() {
         "{challenge}"
     );
     assert_eq!(challenge.matches('"').count(), 6, "{challenge}");
+}
+
+#[test]
+fn a_missing_scope_is_named_in_the_challenge_and_the_request_id_in_the_body() {
+    let mut decision = Decision::deny(
+        Some(Arc::from("orders")),
+        Reason::Insufficient(Unmet {
+            code: "missing_scope",
+            description: "missing scope \"orders:read\"".into(),
+            scope: Some("orders:read".into()),
+        }),
+    );
+    if let Decision::Deny(d) = &mut decision {
+        d.request_id = Some("req-42".into());
+    }
+    let (_, _, headers, body) = denied_parts(&check_response(&decision, "acme"));
+    let challenge = header(&headers, "www-authenticate").unwrap();
+    assert!(
+        challenge.ends_with(", scope=\"orders:read\""),
+        "{challenge}"
+    );
+    assert_eq!(body["request_id"], "req-42");
 }
