@@ -83,11 +83,66 @@ pub struct Config {
     /// The path prefix Envoy's `http_service` puts before each path (HTTP mode).
     #[serde(default)]
     pub http_path_prefix: String,
+    /// The log level of the one line logged per decision.
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
+    /// On SIGTERM, in-flight checks get this long to finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_seconds: u64,
     /// Trusted token issuers.
     #[serde(default)]
     pub issuers: Vec<Spanned<IssuerConfig>>,
     /// Routes, first match wins. A request that matches none is denied.
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// Log levels of decision lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// Allowed requests. Default: debug.
+    #[serde(default = "default_allowed_level")]
+    pub allowed: LogLevel,
+    /// Denied requests (and dry-run would-be denials). Default: info.
+    #[serde(default = "default_denied_level")]
+    pub denied: LogLevel,
+}
+
+/// A log level, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Not logged.
+    Off,
+    /// `error`.
+    Error,
+    /// `warn`.
+    Warn,
+    /// `info`.
+    Info,
+    /// `debug`.
+    Debug,
+    /// `trace`.
+    Trace,
+}
+
+fn default_allowed_level() -> LogLevel {
+    LogLevel::Debug
+}
+fn default_denied_level() -> LogLevel {
+    LogLevel::Info
+}
+fn default_drain_timeout() -> u64 {
+    10
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        Self {
+            allowed: default_allowed_level(),
+            denied: default_denied_level(),
+        }
+    }
 }
 
 /// Listen addresses.
@@ -130,7 +185,7 @@ pub struct IdentityHeadersConfig {
 }
 
 /// A trusted token issuer, such as a Keycloak realm.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// A short name for logs and metrics.
@@ -389,6 +444,9 @@ impl Config {
                 "http_path_prefix".into(),
                 "starts with '/' and does not end with one, like /authz".into(),
             ));
+        }
+        if !(1..=300).contains(&self.drain_timeout_seconds) {
+            return Err(("drain_timeout_seconds".into(), "between 1 and 300".into()));
         }
         let identity = self.identity_headers.names();
         self.upstream.validate("upstream", &identity)?;

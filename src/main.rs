@@ -167,7 +167,12 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match portcullis::server::serve(&config, listeners, shutdown).await {
+    let reload = portcullis::server::reload::ReloadSource {
+        path: path.clone(),
+        trigger: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    forward_sighup(reload.trigger.clone());
+    match portcullis::server::serve_reloading(&config, listeners, shutdown, Some(reload)).await {
         Ok(()) => {
             tracing::info!("Stopped");
             ExitCode::SUCCESS
@@ -193,6 +198,23 @@ async fn bind(config: &Config) -> Result<portcullis::server::Listeners, String> 
             None => None,
         },
     })
+}
+
+/// Asks for a configuration reload on every SIGHUP.
+fn forward_sighup(trigger: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    trigger.notify_one();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGHUP; reloads follow file changes only")
+        }
+    }
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).

@@ -10,6 +10,8 @@
 pub mod admin;
 pub mod grpc;
 pub mod http;
+pub mod reload;
+pub mod runtime;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,15 +23,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::check::Checker;
-use crate::config::Config;
+use crate::config::{Config, DecisionLogConfig, LogLevel};
 use crate::decision::{Allow, Decision, Reason};
-use crate::keys::IssuerKeys;
-use crate::keys::fetch::{self, KeySource};
 use crate::request::Request;
 use crate::respond;
-use crate::telemetry::metrics::{CheckLabels, Metrics, Name};
-use crate::token::{TrustedIssuer, Validator};
+use crate::telemetry::metrics::{CheckLabels, Name};
+pub use runtime::{ApplyError, Runtime, Snapshot};
 
 /// The fully qualified name of the ext_authz service, as health checks name it.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -40,14 +39,9 @@ const READINESS_PERIOD: Duration = Duration::from_millis(200);
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The HTTP client for an issuer's key fetches could not be built (TLS, CA file).
-    #[error("issuer {issuer}: cannot build the HTTP client for key fetches: {reason}")]
-    HttpClient {
-        /// The issuer.
-        issuer: String,
-        /// Why.
-        reason: String,
-    },
+    /// The configuration could not be put in place.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -65,74 +59,6 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// ext_authz over HTTP (Envoy `http_service`), if wanted.
     pub http: Option<TcpListener>,
-}
-
-/// One configured issuer at run time.
-#[derive(Debug)]
-pub struct IssuerRuntime {
-    /// Its configured name.
-    pub name: Arc<str>,
-    /// Where its keys come from.
-    pub source: KeySource,
-    /// Its keys.
-    pub keys: Arc<IssuerKeys>,
-    /// Whether readiness waits for it.
-    pub required: bool,
-}
-
-/// A running configuration: the checker, the issuers' keys, the metrics.
-#[derive(Debug)]
-pub struct Runtime {
-    /// The checker for Check calls.
-    pub checker: Arc<Checker>,
-    /// The issuers, in configuration order.
-    pub issuers: Vec<IssuerRuntime>,
-    /// The metrics.
-    pub metrics: Metrics,
-}
-
-impl Runtime {
-    /// Builds the checker, empty key holders and metrics for a validated configuration.
-    pub fn new(config: &Config) -> Self {
-        let mut trusted = Vec::new();
-        let mut issuers = Vec::new();
-        for issuer in config.issuers.iter().map(|i| &i.value) {
-            let interval = Duration::from_secs(issuer.unknown_kid_refetch_interval_seconds);
-            let keys = Arc::new(IssuerKeys::new(interval));
-            trusted.push(TrustedIssuer::from_config(issuer, keys.clone()));
-            issuers.push(IssuerRuntime {
-                name: Arc::from(issuer.name.as_str()),
-                source: KeySource::from_config(issuer),
-                keys,
-                required: issuer.required,
-            });
-        }
-        let validator = Validator::new(trusted, config.max_token_bytes);
-        let metric_issuers = issuers
-            .iter()
-            .map(|i| (i.name.clone(), i.keys.clone()))
-            .collect();
-        Self {
-            checker: Arc::new(Checker::new(config, validator)),
-            issuers,
-            metrics: Metrics::new(metric_issuers, unix_now),
-        }
-    }
-
-    /// The required issuers without usable keys at `now`; empty when ready.
-    pub fn missing_issuers(&self, now: i64) -> Vec<Arc<str>> {
-        self.issuers
-            .iter()
-            .filter(|i| i.required)
-            .filter(|i| {
-                let max_age = i64::try_from(i.source.max_key_age.as_secs()).unwrap_or(i64::MAX);
-                i.keys
-                    .load()
-                    .is_none_or(|set| set.age_seconds(now) > max_age)
-            })
-            .map(|i| i.name.clone())
-            .collect()
-    }
 }
 
 /// The ext_authz service.
@@ -157,7 +83,7 @@ impl AuthzService {
                 self.runtime
                     .metrics
                     .record_check(&labels(&decision), Duration::ZERO);
-                respond::check_response(&decision, &self.runtime.checker.realm)
+                respond::check_response(&decision, &self.runtime.snapshot().checker.realm)
             }
         }
     }
@@ -165,12 +91,14 @@ impl AuthzService {
     /// Decides on one CheckRequest. Never fails: every outcome is an answer.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
-        let checker = &self.runtime.checker;
+        // One snapshot for the whole check, even if a reload happens meanwhile.
+        let snapshot = self.runtime.snapshot();
+        let checker = &snapshot.checker;
         let decision = match Request::from_check(check) {
             Ok(request) => {
                 let mut decision = checker.check(&request, unix_now()).await;
                 let request_id = request_id(&request);
-                log_decision(&decision, &request, request_id);
+                log_decision(&snapshot.decision_log, &decision, &request, request_id);
                 if let Decision::Deny(denial) = &mut decision
                     && !request_id.is_empty()
                 {
@@ -228,35 +156,80 @@ fn request_id<'r>(request: &Request<'r>) -> &'r str {
         .unwrap_or("")
 }
 
-fn log_decision(decision: &Decision, request: &Request<'_>, request_id: &str) {
+/// Emits one event at a level chosen at run time.
+macro_rules! event_at {
+    ($level:expr, $($args:tt)+) => {
+        match $level {
+            LogLevel::Off => {}
+            LogLevel::Error => tracing::error!($($args)+),
+            LogLevel::Warn => tracing::warn!($($args)+),
+            LogLevel::Info => tracing::info!($($args)+),
+            LogLevel::Debug => tracing::debug!($($args)+),
+            LogLevel::Trace => tracing::trace!($($args)+),
+        }
+    };
+}
+
+/// The trace id of the request: W3C `traceparent`, else B3 `x-b3-traceid`.
+fn trace_id<'r>(request: &Request<'r>) -> &'r str {
+    let header = |name| {
+        request
+            .headers
+            .get_all(name)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let id = match header("traceparent") {
+        Some(traceparent) => traceparent.split('-').nth(1),
+        None => header("x-b3-traceid"),
+    };
+    id.filter(|id| id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or("")
+}
+
+/// One line per decision, at the configured level. Never the token.
+fn log_decision(
+    levels: &DecisionLogConfig,
+    decision: &Decision,
+    request: &Request<'_>,
+    request_id: &str,
+) {
+    let trace_id = trace_id(request);
     match decision {
         Decision::Allow(Allow {
             would_deny: Some(reason),
             route,
             ..
-        }) => tracing::info!(
+        }) => event_at!(
+            levels.denied,
             route.name = %route,
             reason = reason.answer().code,
             status = reason.answer().status,
             error = %reason.description(),
             request.method = &*request.method,
             request.id = request_id,
+            trace.id = trace_id,
             "Request would be denied (dry run); allowed"
         ),
-        Decision::Allow(allow) => tracing::debug!(
+        Decision::Allow(allow) => event_at!(
+            levels.allowed,
             route.name = %allow.route,
             jwt.iss = allow.issuer.as_deref().unwrap_or(""),
             jwt.sub = allow.subject.as_deref().unwrap_or(""),
+            request.method = &*request.method,
             request.id = request_id,
+            trace.id = trace_id,
             "Request authorized"
         ),
-        Decision::Deny(denial) => tracing::info!(
+        Decision::Deny(denial) => event_at!(
+            levels.denied,
             route.name = denial.route.as_deref().unwrap_or(""),
             reason = denial.reason.answer().code,
             status = denial.reason.answer().status,
             error = %denial.reason.description(),
             request.method = &*request.method,
             request.id = request_id,
+            trace.id = trace_id,
             "Request denied"
         ),
     }
@@ -276,37 +249,52 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_reloading(config, listeners, shutdown, None).await
+}
+
+/// Serves a validated configuration, reloading it from `reload` when given,
+/// until `shutdown` completes.
+///
+/// Shutdown: health turns `NOT_SERVING`, the listeners stop taking
+/// connections, in-flight checks get `drain_timeout_seconds` to finish, then
+/// the server returns.
+pub async fn serve_reloading(
+    config: &Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<reload::ReloadSource>,
+) -> Result<(), ServeError> {
     let runtime = Arc::new(Runtime::new(config));
+    runtime.start_refreshers()?;
     let mut background = tokio::task::JoinSet::new();
-    for issuer in &runtime.issuers {
-        let client = issuer
-            .source
-            .http_client()
-            .map_err(|reason| ServeError::HttpClient {
-                issuer: issuer.source.name.clone(),
-                reason,
-            })?;
-        let refresh = fetch::refresh_forever(issuer.source.clone(), issuer.keys.clone(), client);
-        background.spawn(refresh);
-    }
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
-    background.spawn(report_readiness(runtime.clone(), reporter));
+    background.spawn(report_readiness(runtime.clone(), reporter.clone()));
+    if let Some(source) = reload {
+        let (runtime, initial) = (runtime.clone(), config.clone());
+        background.spawn(async move { reload::watch(source, runtime, &initial).await });
+    }
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     if let Some(admin) = listeners.admin {
         tracing::info!(listen.addr = ?admin.local_addr().ok(), "Serving metrics, liveness and readiness over HTTP");
-        let router = admin::router(runtime.clone());
+        let served = axum::serve(admin, admin::router(runtime.clone()))
+            .with_graceful_shutdown(until_stopped(stopped.clone()));
         background.spawn(async move {
-            if let Err(e) = axum::serve(admin, router).await {
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "Admin server failed");
             }
         });
     }
-
     if let Some(http) = listeners.http {
         tracing::info!(listen.addr = ?http.local_addr().ok(), "Serving ext_authz over HTTP");
         let router = http::router(AuthzService::new(runtime.clone()), &config.http_path_prefix);
+        let served =
+            axum::serve(http, router).with_graceful_shutdown(until_stopped(stopped.clone()));
         background.spawn(async move {
-            if let Err(e) = axum::serve(http, router).await {
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "HTTP ext_authz server failed");
             }
         });
@@ -317,13 +305,31 @@ pub async fn serve(
         AuthzService::new(runtime.clone()),
         config.max_check_request_bytes,
     );
-    let result = tonic::transport::Server::builder()
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let signal = async {
+        shutdown.await;
+        report(&reporter, ServingStatus::NotServing).await;
+        let _ = stop_http.send(true);
+        let _ = draining.send(());
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(authz)
-        .serve_with_incoming_shutdown(incoming(listeners.grpc), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming(listeners.grpc), signal);
+    let drain = Duration::from_secs(config.drain_timeout_seconds);
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = async {
+            let _ = drain_started.await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain.seconds = drain.as_secs(), "In-flight checks did not finish in time; stopping anyway");
+            Ok(())
+        }
+    };
+    runtime.stop_refreshers();
     background.shutdown().await;
-    Ok(result?)
+    result
 }
 
 /// Accepted connections with TCP_NODELAY: without it, small answers wait for

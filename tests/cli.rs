@@ -170,7 +170,7 @@ fn explain_prints_the_route_the_token_and_each_requirement() {
     );
     for line in [
         "path:      /orders/1",
-        "route:     orders-read (routes[1], line 18)",
+        "route:     orders-read (routes[1], line 23)",
         "token:     valid: issuer demo",
         "[not met] realm role \"orders-reader\"",
         "[not met] scope \"orders:read\"",
@@ -196,4 +196,60 @@ fn explain_shows_both_readings_of_an_ambiguous_path() {
         "{stdout}"
     );
     assert!(stdout.contains("deny 400 invalid_path"), "{stdout}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let (grpc, admin) = (free_port(), free_port());
+    let base = format!(
+        "listen: {{ grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}' }}\nroutes:\n  - {{ name: r, match: {{ path: /x }}, token: public }}\n"
+    );
+    let config = scratch("sighup.yaml", &base);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+        use std::io::{Read, Write};
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics().is_none() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        &config,
+        format!("{base}  - {{ name: s, match: {{ path: /y }}, token: public }}\n"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let reloaded = r#"portcullis_config_reloads_total{result="ok"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if metrics().is_some_and(|m| m.lines().any(|l| l == reloaded)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload counted after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
 }

@@ -25,7 +25,7 @@ pub fn router(runtime: Arc<Runtime>) -> axum::Router {
 type Shared = axum::extract::State<Arc<Runtime>>;
 
 async fn metrics(axum::extract::State(runtime): Shared) -> impl IntoResponse {
-    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     (
         [(header::CONTENT_TYPE, content_type)],
         runtime.metrics.encode(),

@@ -20,12 +20,16 @@ use prometheus_client::registry::Registry;
 
 use crate::keys::IssuerKeys;
 
+/// The issuers whose keys are reported, swapped whole on a reload.
+pub type IssuerList = Arc<arc_swap::ArcSwap<Vec<(Arc<str>, Arc<IssuerKeys>)>>>;
+
 /// The metrics of one running server.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
     check_duration: Histogram,
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 /// Labels of `portcullis_checks_total`.
@@ -57,7 +61,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 
 impl Metrics {
     /// Registers every metric; `issuers` are read at each scrape.
-    pub fn new(issuers: Vec<(Arc<str>, Arc<IssuerKeys>)>, now: fn() -> i64) -> Self {
+    pub fn new(issuers: IssuerList, now: fn() -> i64) -> Self {
         let mut registry = Registry::with_prefix("portcullis");
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
@@ -73,6 +77,12 @@ impl Metrics {
             check_duration.clone(),
         );
         registry.register_collector(Box::new(KeysCollector { issuers, now }));
+        let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result: ok, or invalid (the running one stays)",
+            reloads.clone(),
+        );
         let info = Family::<
             [(&'static str, &'static str); 1],
             prometheus_client::metrics::gauge::Gauge,
@@ -84,7 +94,14 @@ impl Metrics {
             registry,
             checks,
             check_duration,
+            reloads,
         }
+    }
+
+    /// Counts a configuration reload.
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "invalid" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
     }
 
     /// Counts one answered check and its duration.
@@ -106,22 +123,23 @@ impl Metrics {
 /// Key-set figures, read from the issuers' holders at scrape time.
 #[derive(Debug)]
 struct KeysCollector {
-    issuers: Vec<(Arc<str>, Arc<IssuerKeys>)>,
+    issuers: IssuerList,
     now: fn() -> i64,
 }
 
 impl Collector for KeysCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let now = (self.now)();
+        let issuers = self.issuers.load_full();
         let issuer = |name: &Arc<str>| Name(name.clone());
 
         let mut family = encoder.encode_descriptor(
-            "portcullis_key_fetches",
+            "key_fetches",
             "Fetches of issuer keys, by issuer and result",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (name, keys) in &self.issuers {
+        for (name, keys) in issuers.iter() {
             for (outcome, count) in keys.stats.fetches() {
                 let labels = [("issuer", issuer(name))];
                 let result = [("result", outcome.label())];
@@ -130,13 +148,13 @@ impl Collector for KeysCollector {
         }
 
         let mut family = encoder.encode_descriptor(
-            "portcullis_unknown_kid",
+            "unknown_kid",
             "Tokens naming a kid the issuer's keys lack, by what followed: a refetch, \
              a refusal without refetch (rate limited), or a kid remembered as unknown",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (name, keys) in &self.issuers {
+        for (name, keys) in issuers.iter() {
             for (outcome, count) in keys.stats.unknown_kid() {
                 let labels = ([("issuer", issuer(name))], [("outcome", outcome)]);
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
@@ -144,12 +162,12 @@ impl Collector for KeysCollector {
         }
 
         let mut family = encoder.encode_descriptor(
-            "portcullis_key_set_age_seconds",
+            "key_set_age_seconds",
             "Seconds since the issuer's current keys were fetched (absent before the first)",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (name, keys) in &self.issuers {
+        for (name, keys) in issuers.iter() {
             if let Some(set) = keys.load() {
                 let labels = [("issuer", issuer(name))];
                 ConstGauge::new(set.age_seconds(now)).encode(family.encode_family(&labels)?)?;
@@ -157,12 +175,12 @@ impl Collector for KeysCollector {
         }
 
         let mut family = encoder.encode_descriptor(
-            "portcullis_key_set_keys",
+            "key_set_keys",
             "Usable signing keys in the issuer's current key set",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (name, keys) in &self.issuers {
+        for (name, keys) in issuers.iter() {
             let count = keys.load().map_or(0, |set| set.len());
             let labels = [("issuer", issuer(name))];
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
