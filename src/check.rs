@@ -5,7 +5,7 @@
 //! same steps with a trace ([`Checker::explain`]).
 
 use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
-use crate::credential::{self, Credential};
+use crate::credential::{self, Credential, TokenSource};
 use crate::decision::{Allow, Decision, Reason};
 use crate::policy::require::{TokenView, TraceLine};
 use crate::policy::upstream::{UpstreamRules, is_header_value};
@@ -24,6 +24,7 @@ pub struct Checker {
     /// Every header portcullis may set, and their underscore spellings.
     owned_headers: Vec<String>,
     ambiguous_paths: AmbiguousPaths,
+    token_sources: Vec<TokenSource>,
     /// The `realm` of challenges.
     pub realm: String,
 }
@@ -55,6 +56,7 @@ impl Checker {
             upstream,
             owned_headers,
             ambiguous_paths: config.ambiguous_paths,
+            token_sources: config.token_sources.iter().map(|s| s.to_source()).collect(),
             realm: config.realm.clone(),
         }
     }
@@ -174,7 +176,8 @@ impl Checker {
             note(explain, |e| e.token = "not read: public route".into());
             return (None, anonymous());
         }
-        let token = match credential::find(request.headers) {
+        let found = credential::find(request.headers, request.raw_path, &self.token_sources);
+        let token = match found {
             Ok(Credential::Bearer(token)) => token,
             Ok(Credential::None) if route.token == TokenMode::Optional => {
                 note(explain, |e| e.token = "none (optional)".into());
@@ -189,7 +192,7 @@ impl Checker {
                 return (Some(Reason::BadCredential(e)), anonymous());
             }
         };
-        let verified = match self.validator.validate(token, now).await {
+        let verified = match self.validator.validate(&token, now).await {
             Ok(verified) => verified,
             Err(e) => {
                 note(explain, |x| x.token = format!("invalid: {e}"));

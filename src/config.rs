@@ -71,6 +71,9 @@ pub struct Config {
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Where a bearer token may be. A token found in two places is refused.
+    #[serde(default = "default_token_sources")]
+    pub token_sources: Vec<TokenSourceConfig>,
     /// Names of the identity headers set on allowed requests.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
@@ -94,6 +97,64 @@ pub struct Config {
     pub issuers: Vec<Spanned<IssuerConfig>>,
     /// Routes, first match wins. A request that matches none is denied.
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// One place a bearer token may be.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSourceConfig {
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// A header holding the token, with or without `Bearer `.
+    Header(String),
+    /// A cookie holding the token.
+    Cookie(String),
+    /// A query parameter holding the token.
+    Query(String),
+}
+
+fn default_token_sources() -> Vec<TokenSourceConfig> {
+    vec![TokenSourceConfig::Authorization]
+}
+
+impl TokenSourceConfig {
+    /// The source as the credential finder uses it.
+    pub fn to_source(&self) -> crate::credential::TokenSource {
+        use crate::credential::TokenSource;
+        match self {
+            TokenSourceConfig::Authorization => TokenSource::Authorization,
+            TokenSourceConfig::Header(h) => TokenSource::Header(h.clone()),
+            TokenSourceConfig::Cookie(c) => TokenSource::Cookie(c.clone()),
+            TokenSourceConfig::Query(q) => TokenSource::Query(q.clone()),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            TokenSourceConfig::Authorization => Ok(()),
+            TokenSourceConfig::Header(name) => {
+                if name == "authorization" {
+                    return Err("use `authorization` for the Authorization header".into());
+                }
+                if is_header_name(name) {
+                    Ok(())
+                } else {
+                    Err("a lower-case header name".into())
+                }
+            }
+            TokenSourceConfig::Cookie(name) | TokenSourceConfig::Query(name) => {
+                let ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if ok {
+                    Ok(())
+                } else {
+                    Err("a name of letters, digits, '-', '_', '.'".into())
+                }
+            }
+        }
+    }
 }
 
 /// Log levels of decision lines.
@@ -444,6 +505,17 @@ impl Config {
                 "http_path_prefix".into(),
                 "starts with '/' and does not end with one, like /authz".into(),
             ));
+        }
+        if self.token_sources.is_empty() {
+            return Err(("token_sources".into(), "at least one source".into()));
+        }
+        for (i, source) in self.token_sources.iter().enumerate() {
+            source
+                .validate()
+                .map_err(|m| (format!("token_sources[{i}]"), m))?;
+            if self.token_sources[..i].contains(source) {
+                return Err((format!("token_sources[{i}]"), "listed twice".into()));
+            }
         }
         if !(1..=300).contains(&self.drain_timeout_seconds) {
             return Err(("drain_timeout_seconds".into(), "between 1 and 300".into()));

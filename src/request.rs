@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub host: String,
     /// The path in normalized form (or forms), or why it could not be normalized.
     pub path: Result<PathReadings, PathError>,
+    /// The path with its query, as Envoy sent it (for token query parameters).
+    pub raw_path: &'a str,
     /// Envoy's per-route context extensions (standalone Envoy only).
     pub context_extensions: &'a HashMap<String, String>,
     /// The request headers.
@@ -95,6 +97,7 @@ impl<'a> Request<'a> {
             method,
             host: normalize_host(&http.host),
             path: read_path(&http.path),
+            raw_path: &http.path,
             context_extensions: &attributes.context_extensions,
             headers,
             peer_principal,

@@ -377,3 +377,27 @@ fn a_route_hidden_by_an_earlier_one_gets_a_warning() {
         "{w:?}"
     );
 }
+
+#[test]
+fn token_sources_are_read_and_checked() {
+    let route = "routes:\n  - { name: r, match: { path_prefix: / }, token: public }\n";
+    let config = load(&format!(
+        "token_sources: [authorization, {{ header: x-access-token }}, {{ cookie: session }}, {{ query: access_token }}]\n{route}"
+    ))
+    .unwrap();
+    assert_eq!(config.token_sources.len(), 4);
+    assert_eq!(
+        load(route).unwrap().token_sources,
+        [TokenSourceConfig::Authorization]
+    );
+    let e = invalid(&format!(
+        "token_sources: [{{ header: Authorization }}]\n{route}"
+    ));
+    assert!(e.contains("token_sources[0]"), "{e}");
+    let e = invalid(&format!(
+        "token_sources: [authorization, authorization]\n{route}"
+    ));
+    assert!(e.contains("token_sources[1]: listed twice"), "{e}");
+    let e = invalid(&format!("token_sources: []\n{route}"));
+    assert!(e.contains("token_sources"), "{e}");
+}
