@@ -33,6 +33,10 @@ pub use runtime::{ApplyError, Runtime, Snapshot};
 /// The fully qualified name of the ext_authz service, as health checks name it.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
+/// A gRPC request that has not been answered after this is dropped: a client
+/// that opens a stream and never finishes its request holds nothing longer.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often readiness is re-evaluated.
 const READINESS_PERIOD: Duration = Duration::from_millis(200);
 
@@ -313,6 +317,11 @@ pub async fn serve_reloading(
         let _ = draining.send(());
     };
     let server = tonic::transport::Server::builder()
+        // A stream that never completes its request is given up after this.
+        .timeout(CHECK_TIMEOUT)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(1024))
         .add_service(health)
         .add_service(authz)
         .serve_with_incoming_shutdown(incoming(listeners.grpc), signal);

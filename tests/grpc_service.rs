@@ -304,3 +304,28 @@ async fn undecodable_check_requests_get_a_denial_not_a_grpc_error() {
         assert_eq!(denied_status(&response), 400, "{case}");
     }
 }
+
+#[tokio::test]
+async fn abandoned_and_slow_connections_do_not_block_checks() {
+    use tokio::io::AsyncWriteExt;
+    let h = start().await;
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        // Half of them stop inside the HTTP/2 preface; the others send nothing.
+        if i % 2 == 0 {
+            stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        idle.push(stream);
+    }
+    let ch = channel(h.addr).await;
+    let started = std::time::Instant::now();
+    let response = check(&ch, http_check(None)).await;
+    assert_eq!(denied_status(&response), 401);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
