@@ -207,14 +207,14 @@ impl Checker {
             return (Some(Reason::IssuerNotAllowed), anonymous());
         }
         let view = TokenView {
-            claims: &verified.claims,
-            payload: &verified.payload,
+            claims: &verified.token.claims,
+            payload: &verified.token.payload,
         };
         let unmet = match explain {
             Some(x) => {
                 x.token = format!(
                     "valid: issuer {issuer}, sub {}",
-                    verified.claims.sub.as_deref().unwrap_or("(none)")
+                    verified.token.claims.sub.as_deref().unwrap_or("(none)")
                 );
                 route.requirement.evaluate(view, Some(&mut x.requirements))
             }
@@ -241,16 +241,13 @@ impl Checker {
     /// A validated token: identity headers are set from its claims; those it
     /// lacks are removed, so that no client copy reaches the upstream.
     fn identified(&self, route: &Route, verified: Verified<'_>) -> Allow {
-        let Verified {
-            issuer,
-            claims,
-            payload,
-        } = verified;
+        let Verified { issuer, token } = verified;
+        let (claims, payload) = (&token.claims, &token.payload);
         let id = &self.identity;
         let values = [
             (&id.subject, claims.sub.clone()),
             (&id.username, claims.preferred_username.clone()),
-            (&id.realm_roles, realm_roles(&claims)),
+            (&id.realm_roles, realm_roles(claims)),
             (&id.client, claims.azp.clone()),
             (&id.issuer, Some(issuer.name.to_string())),
         ];
@@ -261,7 +258,7 @@ impl Checker {
             }
         }
         let rules = route.upstream.as_ref().unwrap_or(&self.upstream);
-        set_headers.extend(rules.headers(&payload));
+        set_headers.extend(rules.headers(payload));
         let mut remove_headers: Vec<String> = self
             .owned_headers
             .iter()
@@ -274,7 +271,7 @@ impl Checker {
         Allow {
             route: route.name.clone(),
             issuer: Some(issuer.name.clone()),
-            subject: claims.sub,
+            subject: claims.sub.clone(),
             set_headers,
             remove_headers,
             would_deny: None,

@@ -89,6 +89,9 @@ pub struct Config {
     /// The log level of the one line logged per decision.
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
+    /// Limits of the verified-token cache.
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
     /// On SIGTERM, in-flight checks get this long to finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_seconds: u64,
@@ -97,6 +100,34 @@ pub struct Config {
     pub issuers: Vec<Spanned<IssuerConfig>>,
     /// Routes, first match wins. A request that matches none is denied.
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// Limits of the verified-token cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    /// At most this many tokens; 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    /// At most about this many bytes.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: usize,
+}
+
+fn default_cache_entries() -> usize {
+    100_000
+}
+fn default_cache_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
+        }
+    }
 }
 
 /// One place a bearer token may be.
@@ -505,6 +536,12 @@ impl Config {
                 "http_path_prefix".into(),
                 "starts with '/' and does not end with one, like /authz".into(),
             ));
+        }
+        if self.token_cache.max_entries > 10_000_000 {
+            return Err(("token_cache.max_entries".into(), "at most 10000000".into()));
+        }
+        if self.token_cache.max_entries > 0 && self.token_cache.max_bytes < 1024 * 1024 {
+            return Err(("token_cache.max_bytes".into(), "at least 1048576".into()));
         }
         if self.token_sources.is_empty() {
             return Err(("token_sources".into(), "at least one source".into()));

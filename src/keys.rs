@@ -53,6 +53,8 @@ pub struct KeySet {
     pub fetched_at: i64,
     /// How many keys of the document were skipped as unusable for signatures.
     pub skipped: usize,
+    /// Identifies the usable keys: equal sets have equal fingerprints.
+    pub fingerprint: u64,
 }
 
 /// A JWKS document that cannot be used.
@@ -317,19 +319,31 @@ impl KeySet {
         let fetched_at = unix_seconds(fetched_at);
         let document: JwksDocument = serde_json::from_slice(document)?;
         let total = document.keys.len();
-        let keys: Vec<VerifyingKey> = document
-            .keys
-            .into_iter()
-            .filter_map(|value| serde_json::from_value::<RawJwk>(value).ok())
-            .filter_map(VerifyingKey::from_jwk)
-            .collect();
+        let mut fingerprint = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut keys = Vec::new();
+        for value in document.keys {
+            let text = value.to_string();
+            let Some(key) = serde_json::from_value::<RawJwk>(value)
+                .ok()
+                .and_then(VerifyingKey::from_jwk)
+            else {
+                continue;
+            };
+            fingerprint.update(text.as_bytes());
+            fingerprint.update(b"\n");
+            keys.push(key);
+        }
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey { total });
         }
+        let digest = fingerprint.finish();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
         Ok(Self {
             skipped: total - keys.len(),
             keys,
             fetched_at,
+            fingerprint: u64::from_le_bytes(first),
         })
     }
 
@@ -394,6 +408,14 @@ impl IssuerKeys {
     /// The current key set, if one was ever loaded. Lock-free.
     pub fn load(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()
+    }
+
+    /// The fingerprint of the current set, if one is loaded and not older
+    /// than `max_age_seconds` at `now`. Lock-free and without reference counting.
+    pub fn fresh_fingerprint(&self, now: i64, max_age_seconds: i64) -> Option<u64> {
+        let current = self.current.load();
+        let set = current.as_ref()?;
+        (set.age_seconds(now) <= max_age_seconds).then_some(set.fingerprint)
     }
 
     /// Whether a key set is loaded.

@@ -16,7 +16,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+pub mod cache;
 mod json;
+
+use cache::{CacheLimits, CachedToken, TokenCache};
 
 use crate::config::IssuerConfig;
 use crate::keys::{IssuerKeys, Refetch, parse_algorithm};
@@ -51,6 +54,7 @@ pub struct TrustedIssuer {
 pub struct Validator {
     issuers: Vec<TrustedIssuer>,
     max_token_bytes: usize,
+    cache: TokenCache,
 }
 
 /// A token that passed every check.
@@ -58,9 +62,16 @@ pub struct Validator {
 pub struct Verified<'v> {
     /// The issuer that signed it.
     pub issuer: &'v TrustedIssuer,
+    /// Its claims, shared with the token cache.
+    pub token: Arc<TokenClaims>,
+}
+
+/// The verified claims of a token.
+#[derive(Debug)]
+pub struct TokenClaims {
     /// The claims portcullis reads itself.
     pub claims: Claims,
-    /// Every claim, for claim conditions of the policy.
+    /// Every claim, for claim conditions and header mappings of the policy.
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -206,10 +217,30 @@ impl TrustedIssuer {
 impl Validator {
     /// A validator for these issuers.
     pub fn new(issuers: Vec<TrustedIssuer>, max_token_bytes: usize) -> Self {
+        let off = CacheLimits {
+            max_entries: 0,
+            max_bytes: 0,
+        };
+        Self::with_cache(issuers, max_token_bytes, off, Arc::default())
+    }
+
+    /// A validator that remembers verified tokens within `limits`.
+    pub fn with_cache(
+        issuers: Vec<TrustedIssuer>,
+        max_token_bytes: usize,
+        limits: CacheLimits,
+        stats: Arc<cache::CacheStats>,
+    ) -> Self {
         Self {
             issuers,
             max_token_bytes,
+            cache: TokenCache::new(limits, stats),
         }
+    }
+
+    /// The verified-token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     /// The trusted issuers.
@@ -260,6 +291,32 @@ impl Validator {
                 limit: self.max_token_bytes,
             });
         }
+        if !self.cache.enabled() {
+            return self.verify(token, now).map(|(verified, _)| verified);
+        }
+        let key = cache::hash(token);
+        if let Some(entry) = self.cache.get(&key) {
+            if let Some(issuer) = self.issuers.get(entry.issuer)
+                && now < entry.expires_at
+                && issuer
+                    .keys
+                    .fresh_fingerprint(now, issuer.max_key_age_seconds)
+                    == Some(entry.keys)
+            {
+                return Ok(Verified {
+                    issuer,
+                    token: entry.claims.clone(),
+                });
+            }
+            self.cache.count_stale();
+        }
+        let (verified, entry) = self.verify(token, now)?;
+        self.cache.insert(key, entry, now);
+        Ok(verified)
+    }
+
+    /// Every check, and what the cache would keep of the token.
+    fn verify(&self, token: &str, now: i64) -> Result<(Verified<'_>, CachedToken), TokenError> {
         let parts = Parts::split(token)?;
         let header = decode_header(parts.header)?;
         if header.crit {
@@ -271,18 +328,23 @@ impl Validator {
         if header.kid.is_none() && !issuer.allow_missing_kid {
             return Err(TokenError::MissingKid);
         }
-        issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
+        let keys = issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
         let claims = Claims::deserialize(&payload)
             .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
         issuer.check_claims(&claims, now)?;
         let serde_json::Value::Object(payload) = payload else {
             return Err(TokenError::Malformed("payload is not a JSON object"));
         };
-        Ok(Verified {
-            issuer,
-            claims,
-            payload,
-        })
+        let skew = i64::try_from(issuer.clock_skew_seconds).unwrap_or(0);
+        let expires_at = claims.exp.unwrap_or(now).saturating_add(skew);
+        let token = Arc::new(TokenClaims { claims, payload });
+        let index = self
+            .issuers
+            .iter()
+            .position(|i| std::ptr::eq(i, issuer))
+            .unwrap_or(usize::MAX);
+        let entry = CachedToken::new(index, token.clone(), expires_at, keys, parts.payload.len());
+        Ok((Verified { issuer, token }, entry))
     }
 
     fn issuer_for(&self, iss: Option<&serde_json::Value>) -> Result<&TrustedIssuer, TokenError> {
@@ -311,7 +373,7 @@ impl TrustedIssuer {
         kid: Option<&str>,
         alg: Algorithm,
         now: i64,
-    ) -> Result<(), TokenError> {
+    ) -> Result<u64, TokenError> {
         let unavailable = || TokenError::KeysUnavailable {
             issuer: self.name.clone(),
         };
@@ -333,7 +395,7 @@ impl TrustedIssuer {
             .unwrap_or(false)
         });
         if verified {
-            Ok(())
+            Ok(keys.fingerprint)
         } else {
             Err(TokenError::BadSignature)
         }

@@ -19,6 +19,7 @@ use crate::config::{Config, DecisionLogConfig, IssuerConfig};
 use crate::keys::IssuerKeys;
 use crate::keys::fetch::{self, KeySource};
 use crate::telemetry::metrics::{IssuerList, Metrics};
+use crate::token::cache::{CacheLimits, CacheStats};
 use crate::token::{TrustedIssuer, Validator};
 
 /// Everything a check reads, from one configuration.
@@ -63,6 +64,7 @@ pub enum ApplyError {
 #[derive(Debug)]
 pub struct Runtime {
     snapshot: ArcSwap<Snapshot>,
+    cache_stats: Arc<CacheStats>,
     metric_issuers: IssuerList,
     /// The metrics.
     pub metrics: Metrics,
@@ -72,12 +74,14 @@ impl Runtime {
     /// A runtime for a validated configuration; keys are empty until
     /// [`Runtime::start_refreshers`] runs in an async context.
     pub fn new(config: &Config) -> Self {
-        let snapshot = build(config, &[]);
+        let cache_stats = Arc::new(CacheStats::default());
+        let snapshot = build(config, &[], &cache_stats);
         let metric_issuers = IssuerList::default();
         metric_issuers.store(Arc::new(metric_list(&snapshot)));
         Self {
-            metrics: Metrics::new(metric_issuers.clone(), super::unix_now),
+            metrics: Metrics::new(metric_issuers.clone(), cache_stats.clone(), super::unix_now),
             metric_issuers,
+            cache_stats,
             snapshot: ArcSwap::from_pointee(snapshot),
         }
     }
@@ -100,7 +104,7 @@ impl Runtime {
     /// is swapped whole.
     pub fn apply(&self, config: &Config) -> Result<(), ApplyError> {
         let current = self.snapshot.load_full();
-        let next = build(config, &current.issuers);
+        let next = build(config, &current.issuers, &self.cache_stats);
         for issuer in &next.issuers {
             issuer.start_refresher()?;
         }
@@ -129,7 +133,11 @@ impl Runtime {
 }
 
 /// Builds a snapshot, reusing the issuers of `previous` whose configuration is unchanged.
-fn build(config: &Config, previous: &[Arc<IssuerRuntime>]) -> Snapshot {
+fn build(
+    config: &Config,
+    previous: &[Arc<IssuerRuntime>],
+    cache_stats: &Arc<CacheStats>,
+) -> Snapshot {
     let mut trusted = Vec::new();
     let mut issuers = Vec::new();
     for issuer in config.issuers.iter().map(|i| &i.value) {
@@ -141,7 +149,12 @@ fn build(config: &Config, previous: &[Arc<IssuerRuntime>]) -> Snapshot {
         trusted.push(TrustedIssuer::from_config(issuer, runtime.keys.clone()));
         issuers.push(runtime);
     }
-    let validator = Validator::new(trusted, config.max_token_bytes);
+    let limits = CacheLimits {
+        max_entries: config.token_cache.max_entries,
+        max_bytes: config.token_cache.max_bytes,
+    };
+    let validator =
+        Validator::with_cache(trusted, config.max_token_bytes, limits, cache_stats.clone());
     Snapshot {
         checker: Checker::new(config, validator),
         decision_log: config.decision_log,

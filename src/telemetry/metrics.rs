@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::keys::IssuerKeys;
+use crate::token::cache::CacheStats;
 
 /// The issuers whose keys are reported, swapped whole on a reload.
 pub type IssuerList = Arc<arc_swap::ArcSwap<Vec<(Arc<str>, Arc<IssuerKeys>)>>>;
@@ -61,7 +62,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 
 impl Metrics {
     /// Registers every metric; `issuers` are read at each scrape.
-    pub fn new(issuers: IssuerList, now: fn() -> i64) -> Self {
+    pub fn new(issuers: IssuerList, cache: Arc<CacheStats>, now: fn() -> i64) -> Self {
         let mut registry = Registry::with_prefix("portcullis");
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
@@ -77,6 +78,7 @@ impl Metrics {
             check_duration.clone(),
         );
         registry.register_collector(Box::new(KeysCollector { issuers, now }));
+        registry.register_collector(Box::new(CacheCollector { stats: cache }));
         let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "config_reloads",
@@ -185,6 +187,58 @@ impl Collector for KeysCollector {
             let labels = [("issuer", issuer(name))];
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Verified-token cache figures.
+#[derive(Debug)]
+struct CacheCollector {
+    stats: Arc<CacheStats>,
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let counters = [
+            (
+                "token_cache_hits",
+                "Checks whose token was found verified in the cache",
+                &self.stats.hits,
+            ),
+            (
+                "token_cache_misses",
+                "Checks whose token was verified anew",
+                &self.stats.misses,
+            ),
+            (
+                "token_cache_evictions",
+                "Cache entries removed to stay within the limits",
+                &self.stats.evictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(as_u64(value.load(Relaxed)));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let gauges = [
+            (
+                "token_cache_entries",
+                "Tokens in the cache",
+                &self.stats.entries,
+            ),
+            (
+                "token_cache_bytes",
+                "Estimated bytes of the cache",
+                &self.stats.bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(as_i64(value.load(Relaxed)));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
         Ok(())
     }

@@ -85,10 +85,23 @@ fn a_keycloak_access_token_is_accepted_with_its_claims() {
     let token = signed(&claims());
     let verified = v.validate_now(&token, NOW).unwrap();
     assert_eq!(&*verified.issuer.name, "acme");
-    assert_eq!(verified.claims.preferred_username.as_deref(), Some("alice"));
-    assert_eq!(verified.claims.realm_access.unwrap().roles.len(), 3);
     assert_eq!(
-        verified.claims.resource_access["orders-api"].roles,
+        verified.token.claims.preferred_username.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        verified
+            .token
+            .claims
+            .realm_access
+            .clone()
+            .unwrap()
+            .roles
+            .len(),
+        3
+    );
+    assert_eq!(
+        verified.token.claims.resource_access["orders-api"].roles,
         ["orders-writer"]
     );
 }
@@ -554,4 +567,153 @@ fn duplicate_claims_are_refused_even_when_signed() {
         err(&token),
         TokenError::Malformed("payload is not a JSON object")
     );
+}
+
+fn cached_validator(
+    jwks: &Value,
+    max_entries: usize,
+    max_bytes: usize,
+) -> (Validator, Arc<IssuerKeys>) {
+    let keys = loaded_keys(jwks);
+    let limits = cache::CacheLimits {
+        max_entries,
+        max_bytes,
+    };
+    let v = Validator::with_cache(
+        vec![trusted(&["orders-api"], &[Algorithm::RS256], keys.clone())],
+        16 * 1024,
+        limits,
+        Arc::default(),
+    );
+    (v, keys)
+}
+
+#[test]
+fn a_cached_token_is_not_verified_again_but_still_expires() {
+    let (v, _) = cached_validator(&issuer().jwks(), 100, 1 << 20);
+    let token = signed(&claims());
+    assert!(v.validate_now(&token, NOW).is_ok());
+    assert!(v.validate_now(&token, NOW + 1).is_ok());
+    let stats = v.cache().stats();
+    assert_eq!(stats.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(v.cache().len(), 1);
+    // exp is NOW + 300, skew 30: the entry is unusable from NOW + 330 on.
+    assert_eq!(
+        v.validate_now(&token, NOW + 330).unwrap_err(),
+        TokenError::Expired
+    );
+}
+
+#[test]
+fn cached_tokens_are_verified_again_when_the_keys_change() {
+    let (v, keys) = cached_validator(&issuer().jwks(), 100, 1 << 20);
+    let token = signed(&claims());
+    assert!(v.validate_now(&token, NOW).is_ok());
+    // The issuer's key is replaced by a stranger's: the cached token must fail now.
+    keys.store(
+        KeySet::from_jwks(stranger().jwks().to_string().as_bytes(), SystemTime::now()).unwrap(),
+    );
+    assert_eq!(
+        v.validate_now(&token, NOW).unwrap_err(),
+        TokenError::UnknownKey
+    );
+    // The same keys fetched again keep the entry usable.
+    keys.store(
+        KeySet::from_jwks(issuer().jwks().to_string().as_bytes(), SystemTime::now()).unwrap(),
+    );
+    assert!(v.validate_now(&token, NOW).is_ok());
+    keys.store(
+        KeySet::from_jwks(issuer().jwks().to_string().as_bytes(), SystemTime::now()).unwrap(),
+    );
+    let hits_before = v
+        .cache()
+        .stats()
+        .hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(v.validate_now(&token, NOW).is_ok());
+    assert_eq!(
+        v.cache()
+            .stats()
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        hits_before + 1
+    );
+}
+
+#[test]
+fn cached_tokens_do_not_outlive_the_maximum_key_age() {
+    let (v, keys) = cached_validator(&issuer().jwks(), 100, 1 << 20);
+    let token = signed(&claims());
+    assert!(v.validate_now(&token, NOW).is_ok());
+    let old = SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(NOW).unwrap() - 100_000);
+    keys.store(KeySet::from_jwks(issuer().jwks().to_string().as_bytes(), old).unwrap());
+    assert!(matches!(
+        v.validate_now(&token, NOW),
+        Err(TokenError::KeysUnavailable { .. })
+    ));
+}
+
+#[test]
+fn a_flood_of_unique_tokens_keeps_the_cache_within_its_bounds() {
+    let (v, _) = cached_validator(&issuer().jwks(), 50, 1 << 20);
+    for i in 0..400 {
+        let token = with(|c| c["jti"] = json!(format!("unique-{i}")));
+        assert!(v.validate_now(&token, NOW).is_ok());
+        assert!(v.cache().len() <= 51, "entries {}", v.cache().len());
+    }
+    assert!(
+        v.cache()
+            .stats()
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 349
+    );
+    let (small, _) = cached_validator(&issuer().jwks(), 10_000, 1 << 20);
+    for i in 0..2000 {
+        let token = with(|c| c["jti"] = json!(format!("bytes-{i}")));
+        assert!(small.validate_now(&token, NOW).is_ok());
+    }
+    assert!(
+        small.cache().bytes() <= (1 << 20) + 4096,
+        "bytes {}",
+        small.cache().bytes()
+    );
+}
+
+#[test]
+fn invalid_tokens_are_not_cached() {
+    let (v, _) = cached_validator(&issuer().jwks(), 100, 1 << 20);
+    let forged = stranger()
+        .sign(&json!({ "alg": "RS256", "kid": issuer().kid() }), &claims())
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            v.validate_now(&forged, NOW).unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+    assert!(v.cache().is_empty());
+}
+
+#[test]
+fn concurrent_lookups_and_inserts_agree() {
+    let (v, _) = cached_validator(&issuer().jwks(), 64, 1 << 20);
+    let tokens: Vec<String> = (0..32).map(|i| with(|c| c["jti"] = json!(i))).collect();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (v, tokens) = (&v, &tokens);
+            scope.spawn(move || {
+                for round in 0..50 {
+                    let token = &tokens[(t * 7 + round) % tokens.len()];
+                    let verified = v.validate_now(token, NOW).unwrap();
+                    assert_eq!(
+                        verified.token.claims.preferred_username.as_deref(),
+                        Some("alice")
+                    );
+                }
+            });
+        }
+    });
+    assert!(v.cache().len() <= 32);
 }
