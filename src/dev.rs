@@ -8,6 +8,7 @@
 pub mod demo;
 pub mod envoy;
 pub mod issuer;
+pub mod request;
 pub mod stack;
 pub mod upstream;
 

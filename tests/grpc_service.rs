@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
@@ -106,25 +103,7 @@ async fn health(ch: &Channel, service: &str) -> i32 {
 }
 
 fn http_check(token: Option<&str>) -> CheckRequest {
-    let mut http = HttpRequest {
-        method: "GET".into(),
-        host: "a.test".into(),
-        path: "/x".into(),
-        ..Default::default()
-    };
-    if let Some(token) = token {
-        http.headers
-            .insert("authorization".into(), format!("Bearer {token}"));
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(http),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    portcullis::dev::request::get_with_token("/x", token)
 }
 
 async fn check(ch: &Channel, request: CheckRequest) -> CheckResponse {

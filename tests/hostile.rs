@@ -99,24 +99,7 @@ fn with_claims(change: impl FnOnce(&mut Value)) -> String {
 }
 
 fn http(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    host: "api.example.test".into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    portcullis::dev::request::check_request(method, "api.example.test", path, headers)
 }
 
 /// (HTTP status, reason code) of an answer; (200, "ok") for an allow.

@@ -11,11 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use portcullis::config::Config;
 use portcullis::dev::issuer::{self, DevIssuer};
 use portcullis::dev::stack::unix_now;
@@ -126,25 +123,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 }
 
 fn check(path: &str, token: Option<&str>) -> CheckRequest {
-    let mut http = HttpRequest {
-        method: "GET".into(),
-        host: "a.test".into(),
-        path: path.into(),
-        ..Default::default()
-    };
-    if let Some(token) = token {
-        http.headers
-            .insert("authorization".into(), format!("Bearer {token}"));
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(http),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    portcullis::dev::request::get_with_token(path, token)
 }
 
 /// The HTTP status a check answers with (200 for an allow).

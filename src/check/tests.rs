@@ -2,11 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
 use serde_json::json;
 
 use super::*;
@@ -47,25 +43,7 @@ fn token(user: &str) -> String {
 }
 
 fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    host: "api.example.test".into(),
-                    path: path.into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    crate::dev::request::check_request(method, "api.example.test", path, headers)
 }
 
 async fn decide(method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
