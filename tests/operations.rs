@@ -381,3 +381,45 @@ async fn stop(server: Server) {
         .expect("server stopped")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_picked_up_without_a_signal() {
+    use std::os::unix::fs::symlink;
+    let server = start().await;
+    let ch = channel(server.grpc).await;
+    // Lay the file out as a Kubernetes ConfigMap volume does: the file is a
+    // symlink through `..data`, itself a symlink to a timestamped directory.
+    let dir = server.config_path.parent().unwrap().to_owned();
+    let original = std::fs::read_to_string(&server.config_path).unwrap();
+    let first = dir.join("..2026_12_04_a");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("portcullis.yaml"), &original).unwrap();
+    symlink("..2026_12_04_a", dir.join("..data")).unwrap();
+    std::fs::remove_file(&server.config_path).unwrap();
+    symlink("..data/portcullis.yaml", &server.config_path).unwrap();
+    assert_eq!(status(&ch, check("/swapped", None)).await, 401);
+
+    let second = dir.join("..2026_12_04_b");
+    std::fs::create_dir_all(&second).unwrap();
+    let changed = original.replace(
+        "path: /open }, token: public }",
+        "path: /open }, token: public }\n  - { name: swapped, match: { path: /swapped }, token: public }",
+    );
+    std::fs::write(second.join("portcullis.yaml"), changed).unwrap();
+    symlink("..2026_12_04_b", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+
+    let mut applied = false;
+    for _ in 0..60 {
+        if status(&ch, check("/swapped", None)).await == 200 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        applied,
+        "the swapped configuration was not applied within 6 s"
+    );
+    stop(server).await;
+}
