@@ -602,7 +602,7 @@ impl IdentityHeadersConfig {
             if !is_header_name(name) {
                 return Err((
                     format!("identity_headers.{field}"),
-                    "must be a lower-case HTTP header name (a-z, 0-9, '-'), not a pseudo-header"
+                    "must be a lower-case HTTP header name (a-z, 0-9, '-', '_'), not a pseudo-header"
                         .into(),
                 ));
             }
