@@ -15,7 +15,7 @@ pub mod runtime;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
@@ -241,10 +241,7 @@ fn log_decision(
 
 /// Seconds since the epoch, now.
 pub fn unix_now() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+    crate::keys::unix_seconds(SystemTime::now())
 }
 
 /// Serves a validated configuration until `shutdown` completes.
