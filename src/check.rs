@@ -61,11 +61,6 @@ impl Checker {
         }
     }
 
-    /// The token validator.
-    pub fn validator(&self) -> &Validator {
-        &self.validator
-    }
-
     /// The compiled routes.
     pub fn policy(&self) -> &Policy {
         &self.policy

@@ -172,14 +172,6 @@ impl Decision {
             overrides: None,
         })
     }
-
-    /// The route that matched, if any.
-    pub fn route(&self) -> Option<&str> {
-        match self {
-            Decision::Allow(a) => Some(&a.route),
-            Decision::Deny(d) => d.route.as_deref(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -243,11 +243,6 @@ impl Validator {
         &self.cache
     }
 
-    /// The trusted issuers.
-    pub fn issuers(&self) -> &[TrustedIssuer] {
-        &self.issuers
-    }
-
     /// Validates a compact JWS at time `now` (seconds since the epoch).
     ///
     /// When the issuer's keys lack the token's `kid`, asks for a refetch and
@@ -295,20 +290,22 @@ impl Validator {
             return self.verify(token, now).map(|(verified, _)| verified);
         }
         let key = cache::hash(token);
-        if let Some(entry) = self.cache.get(&key) {
-            if let Some(issuer) = self.issuers.get(entry.issuer)
-                && now < entry.expires_at
-                && issuer
-                    .keys
-                    .fresh_fingerprint(now, issuer.max_key_age_seconds)
-                    == Some(entry.keys)
-            {
-                return Ok(Verified {
-                    issuer,
-                    token: entry.claims.clone(),
-                });
-            }
-            self.cache.count_stale();
+        let usable = |entry: &CachedToken| {
+            self.issuers.get(entry.issuer).is_some_and(|issuer| {
+                now < entry.expires_at
+                    && issuer
+                        .keys
+                        .fresh_fingerprint(now, issuer.max_key_age_seconds)
+                        == Some(entry.keys)
+            })
+        };
+        if let Some(entry) = self.cache.lookup(&key, usable)
+            && let Some(issuer) = self.issuers.get(entry.issuer)
+        {
+            return Ok(Verified {
+                issuer,
+                token: entry.claims.clone(),
+            });
         }
         let (verified, entry) = self.verify(token, now)?;
         self.cache.insert(key, entry, now);

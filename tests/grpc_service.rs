@@ -257,16 +257,7 @@ async fn undecodable_check_requests_get_a_denial_not_a_grpc_error() {
     let garbage = vec![0xffu8; 64];
     let oversized = {
         let mut check = http_check(None);
-        let http = check
-            .attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
-            .unwrap();
+        let http = portcullis::dev::request::http_mut(&mut check).unwrap();
         http.headers
             .insert("x-big".into(), "a".repeat(5 * 1024 * 1024));
         check.encode_to_vec()

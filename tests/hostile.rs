@@ -444,16 +444,7 @@ fn raw(key: &str, value: &[u8]) -> HeaderValue {
 
 fn raw_request(authorization: &[u8]) -> CheckRequest {
     let mut request = http("GET", "/orders", &[]);
-    let http = request
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap();
+    let http = portcullis::dev::request::http_mut(&mut request).unwrap();
     http.header_map = Some(HeaderMap {
         headers: vec![raw("authorization", authorization)],
     });
@@ -579,15 +570,7 @@ async fn hosts_with_case_dots_and_ports_match_the_same_route() {
         "api.example.test.:80",
     ] {
         let mut request = http("GET", "/docs/x", &[]);
-        request
-            .attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
+        portcullis::dev::request::http_mut(&mut request)
             .unwrap()
             .host = host.into();
         assert_eq!(
@@ -605,15 +588,7 @@ async fn huge_header_maps_and_undecodable_requests_get_answers() {
         .map(|i| (format!("x-h-{i}"), "v".repeat(32)))
         .collect();
     let mut request = http("GET", "/docs/x", &[]);
-    request
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
+    portcullis::dev::request::http_mut(&mut request)
         .unwrap()
         .headers = many;
     assert_eq!(

@@ -42,3 +42,8 @@ pub fn get_with_token(path: &str, token: Option<&str>) -> CheckRequest {
         .collect();
     check_request("GET", "a.test", path, &headers)
 }
+
+/// The HTTP request inside a CheckRequest, to change it.
+pub fn http_mut(check: &mut CheckRequest) -> Option<&mut HttpRequest> {
+    check.attributes.as_mut()?.request.as_mut()?.http.as_mut()
+}

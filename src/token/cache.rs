@@ -114,9 +114,14 @@ impl TokenCache {
         self.limits.max_entries > 0
     }
 
-    /// The entry of a token, if present; the caller checks it is still usable.
-    pub fn get(&self, key: &TokenHash) -> Option<Arc<CachedToken>> {
-        let found = self.map.pin().get(key).cloned();
+    /// The entry of a token, if present and `usable` (unexpired, same keys);
+    /// counted as a hit, else as a miss.
+    pub fn lookup(
+        &self,
+        key: &TokenHash,
+        usable: impl FnOnce(&CachedToken) -> bool,
+    ) -> Option<Arc<CachedToken>> {
+        let found = self.map.pin().get(key).filter(|e| usable(e)).cloned();
         let counter = if found.is_some() {
             &self.stats.hits
         } else {
@@ -124,12 +129,6 @@ impl TokenCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
-    }
-
-    /// Counts a found entry that could not be used (expired, keys changed).
-    pub fn count_stale(&self) {
-        self.stats.hits.fetch_sub(1, Ordering::Relaxed);
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores a verified token, evicting to stay within the limits.
