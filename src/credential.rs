@@ -181,7 +181,7 @@ fn percent_decoded(value: &str) -> Result<Cow<'_, str>, CredentialError> {
 
 /// A token: non-empty, only `b64token` characters (RFC 6750 §2.1).
 fn checked(token: &str) -> Result<&str, CredentialError> {
-    if token.is_empty() || !token.bytes().all(is_token68_byte) {
+    if token.is_empty() || !all_token68(token.as_bytes()) {
         return Err(CredentialError::Malformed);
     }
     Ok(token)
@@ -202,29 +202,28 @@ fn is_http_space(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
-/// The `b64token` characters of RFC 6750 §2.1.
-fn is_token68_byte(b: u8) -> bool {
-    TOKEN68[usize::from(b)]
+/// Whether every byte is a `b64token` character (RFC 6750 §2.1).
+///
+/// This runs over every byte of every token, so it is written to vectorize:
+/// fixed-size chunks, each folded without branches, instead of a loop that
+/// stops at the first bad byte.
+fn all_token68(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(32);
+    let whole = chunks
+        .by_ref()
+        .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_token68_byte(b)));
+    whole && chunks.remainder().iter().all(|&b| is_token68_byte(b))
 }
 
-/// The `b64token` bytes as a table: this runs over every byte of every token.
-const TOKEN68: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || c == b'-'
-            || c == b'.'
-            || c == b'_'
-            || c == b'~'
-            || c == b'+'
-            || c == b'/'
-            || c == b'=';
-        b += 1;
-    }
-    table
-};
+/// The `b64token` characters: letters, digits, `-._~+/` and `=`.
+#[inline(always)]
+fn is_token68_byte(b: u8) -> bool {
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    let digit = b.wrapping_sub(b'0') < 10;
+    let mark = (b == b'-') | (b == b'.') | (b == b'_') | (b == b'~');
+    let base64 = (b == b'+') | (b == b'/') | (b == b'=');
+    letter | digit | mark | base64
+}
 
 #[cfg(test)]
 mod tests {
@@ -249,6 +248,30 @@ mod tests {
             key: key.to_owned(),
             raw_value: value.to_vec(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn token_characters_are_exactly_rfc6750_b64token() {
+        for b in 0..=255u8 {
+            let spec = b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+            assert_eq!(is_token68_byte(b), spec, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn one_bad_byte_anywhere_in_a_long_token_is_refused() {
+        // Lengths around the 32-byte chunks, a bad byte at every position.
+        for len in [1, 31, 32, 33, 64, 95, 100] {
+            let good = "a".repeat(len);
+            assert!(all_token68(good.as_bytes()));
+            for at in 0..len {
+                for bad in [b',', b' ', b'"', 0x80, 0xff, 0] {
+                    let mut token = good.clone().into_bytes();
+                    token[at] = bad;
+                    assert!(!all_token68(&token), "len {len}, {bad:#04x} at {at}");
+                }
+            }
         }
     }
 

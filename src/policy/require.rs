@@ -143,7 +143,7 @@ impl Requirement {
         match self {
             // The top level lists its items without an "all of:" header.
             Requirement::All(items) if items.is_empty() => {
-                record(&mut sink, 0, "any valid token".into(), true);
+                record(&mut sink, 0, || "any valid token".into(), true);
             }
             Requirement::All(items) => {
                 walk_all(items, token, 0, &mut sink, &mut unmet);
@@ -171,13 +171,13 @@ impl Requirement {
                 if let [only] = items.as_slice() {
                     return only.walk(token, depth, trace, unmet);
                 }
-                record(trace, depth, "all of:".into(), true);
+                record(trace, depth, || "all of:".into(), true);
                 let all = walk_all(items, token, depth + 1, trace, unmet);
                 fix_last(trace, depth, all);
                 return all;
             }
             Requirement::Any(items) => {
-                record(trace, depth, "any of:".into(), true);
+                record(trace, depth, || "any of:".into(), true);
                 let mut scratch = None;
                 let mut any = false;
                 for item in items {
@@ -199,7 +199,7 @@ impl Requirement {
                 return any;
             }
             Requirement::Not(inner) => {
-                record(trace, depth, "none of:".into(), true);
+                record(trace, depth, || "none of:".into(), true);
                 let inner_held = inner.walk(token, depth + 1, trace, &mut None);
                 fix_last(trace, depth, !inner_held);
                 if inner_held && unmet.is_none() {
@@ -213,7 +213,7 @@ impl Requirement {
             }
             leaf => leaf.leaf_holds(token),
         };
-        record(trace, depth, self.describe(), held);
+        record(trace, depth, || self.describe(), held);
         if !held && unmet.is_none() {
             *unmet = Some(Unmet {
                 code: self.code(),
@@ -328,9 +328,19 @@ fn never_matches() -> Regex {
     Regex::new("[^\\s\\S]").expect("a constant expression compiles")
 }
 
-fn record(trace: &mut Option<&mut Vec<TraceLine>>, depth: usize, what: String, held: bool) {
+/// Adds a line to the trace, if there is one; the text is only made for a trace.
+fn record(
+    trace: &mut Option<&mut Vec<TraceLine>>,
+    depth: usize,
+    what: impl FnOnce() -> String,
+    held: bool,
+) {
     if let Some(trace) = trace {
-        trace.push(TraceLine { depth, what, held });
+        trace.push(TraceLine {
+            depth,
+            what: what(),
+            held,
+        });
     }
 }
 
