@@ -151,21 +151,21 @@ fn bench(c: &mut Criterion) {
     let es_request = check_request(&cached.es256);
     let uncached_rs = check_request(&uncached.rs256);
     let uncached_es = check_request(&uncached.es256);
-    now_or_never(cached.service.decide(&rs_request));
+    now_or_never(cached.service.answer(&rs_request));
 
     let mut group = c.benchmark_group("check");
     group.bench_function("cached_rs256", |b| {
-        b.iter(|| now_or_never(cached.service.decide(black_box(&rs_request))))
+        b.iter(|| now_or_never(cached.service.answer(black_box(&rs_request))))
     });
     group.bench_function("uncached_rs256", |b| {
-        b.iter(|| now_or_never(uncached.service.decide(black_box(&uncached_rs))))
+        b.iter(|| now_or_never(uncached.service.answer(black_box(&uncached_rs))))
     });
     group.bench_function("uncached_es256", |b| {
-        b.iter(|| now_or_never(uncached.service.decide(black_box(&uncached_es))))
+        b.iter(|| now_or_never(uncached.service.answer(black_box(&uncached_es))))
     });
     group.bench_function("cached_es256", |b| {
-        now_or_never(cached.service.decide(&es_request));
-        b.iter(|| now_or_never(cached.service.decide(black_box(&es_request))))
+        now_or_never(cached.service.answer(&es_request));
+        b.iter(|| now_or_never(cached.service.answer(black_box(&es_request))))
     });
     group.finish();
 

@@ -4,6 +4,9 @@
 //! a check borrows it for its whole duration. `portcullis explain` runs the
 //! same steps with a trace ([`Checker::explain`]).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
 use crate::credential::{self, Credential, TokenSource};
 use crate::decision::{Allow, Decision, Reason};
@@ -19,10 +22,14 @@ pub struct Checker {
     policy: Policy,
     tcp: TcpPolicy,
     validator: Validator,
-    identity: IdentityHeadersConfig,
     upstream: UpstreamRules,
     /// Every header portcullis may set, and their underscore spellings.
-    owned_headers: Vec<String>,
+    owned_headers: Arc<[Arc<str>]>,
+    /// By route index: what an allow removes when it sets every header it can
+    /// (none when two rules name the same header: counting would not tell).
+    full_removals: Vec<Option<Arc<[Arc<str>]>>>,
+    /// The names of the identity headers, shared by every allow.
+    identity_names: IdentityNames,
     ambiguous_paths: AmbiguousPaths,
     token_sources: Vec<TokenSource>,
     /// The `realm` of challenges.
@@ -47,14 +54,30 @@ impl Checker {
     pub fn new(config: &Config, validator: Validator) -> Self {
         let upstream = UpstreamRules::compile(&config.upstream);
         let policy = Policy::compile(config.routes.iter().map(|r| &r.value));
-        let owned_headers = owned_headers(config, &upstream, &policy);
+        let identity_names = IdentityNames::new(&config.identity_headers);
+        let owned_headers: Arc<[Arc<str>]> =
+            owned_headers(&identity_names, &upstream, &policy).into();
+        let full_removals = policy
+            .routes()
+            .map(|route| {
+                let rules = route.upstream.as_ref().unwrap_or(&upstream);
+                let set: Vec<&str> = identity_names.all().chain(rules.header_names()).collect();
+                let distinct = set.iter().enumerate().all(|(i, n)| !set[..i].contains(n));
+                distinct.then(|| {
+                    removals(&owned_headers, &identity_names, rules, |name| {
+                        set.contains(&name)
+                    })
+                })
+            })
+            .collect();
         Self {
             policy,
             tcp: TcpPolicy::compile(&config.tcp),
             validator,
-            identity: config.identity_headers.clone(),
             upstream,
             owned_headers,
+            full_removals,
+            identity_names,
             ambiguous_paths: config.ambiguous_paths,
             token_sources: config.token_sources.iter().map(|s| s.to_source()).collect(),
             realm: config.realm.clone(),
@@ -119,7 +142,7 @@ impl Checker {
                 issuer: None,
                 subject: None,
                 set_headers: Vec::new(),
-                remove_headers: Vec::new(),
+                remove_headers: Arc::from([]),
                 would_deny: None,
             }),
             None => Decision::deny(None, Reason::NotHttp(crate::request::RequestError::NotHttp)),
@@ -238,31 +261,34 @@ impl Checker {
     fn identified(&self, route: &Route, verified: Verified<'_>) -> Allow {
         let Verified { issuer, token } = verified;
         let (claims, payload) = (&token.claims, &token.payload);
-        let id = &self.identity;
+        let id = &self.identity_names;
         let values = [
-            (&id.subject, claims.sub.clone()),
-            (&id.username, claims.preferred_username.clone()),
+            (&id.subject, claims.sub.as_deref().map(Cow::Borrowed)),
+            (
+                &id.username,
+                claims.preferred_username.as_deref().map(Cow::Borrowed),
+            ),
             (&id.realm_roles, realm_roles(claims)),
-            (&id.client, claims.azp.clone()),
-            (&id.issuer, Some(issuer.name.to_string())),
+            (&id.client, claims.azp.as_deref().map(Cow::Borrowed)),
+            (&id.issuer, Some(Cow::Borrowed(&*issuer.name))),
         ];
-        let mut set_headers = Vec::with_capacity(values.len());
+        let rules = route.upstream.as_ref().unwrap_or(&self.upstream);
+        let mut set_headers = Vec::with_capacity(values.len() + usize::from(rules.sets_headers()));
         for (name, value) in values {
             if let Some(value) = value.filter(|v| is_header_value(v)) {
-                set_headers.push((name.clone(), value));
+                set_headers.push((name.clone(), value.into_owned()));
             }
         }
-        let rules = route.upstream.as_ref().unwrap_or(&self.upstream);
-        set_headers.extend(rules.headers(payload));
-        let mut remove_headers: Vec<String> = self
-            .owned_headers
-            .iter()
-            .filter(|owned| !set_headers.iter().any(|(name, _)| name == *owned))
-            .cloned()
-            .collect();
-        if !rules.forward_authorization {
-            remove_headers.push("authorization".to_owned());
+        if rules.sets_headers() {
+            rules.add_headers(payload, &mut set_headers);
         }
+        let settable = 5 + rules.header_names().count();
+        let remove_headers = match self.full_removals.get(route.index) {
+            Some(Some(full)) if set_headers.len() == settable => full.clone(),
+            _ => removals(&self.owned_headers, &self.identity_names, rules, |name| {
+                set_headers.iter().any(|(set, _)| &**set == name)
+            }),
+        };
         Allow {
             route: route.name.clone(),
             issuer: Some(issuer.name.clone()),
@@ -279,21 +305,73 @@ impl Checker {
 /// (`x_portcullis_subject`), which some upstreams (CGI, WSGI, PHP) read as the
 /// same header. All of them are removed from every request portcullis allows,
 /// unless it sets them itself.
-fn owned_headers(config: &Config, global: &UpstreamRules, policy: &Policy) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let identity = config.identity_headers.names();
+fn owned_headers(
+    identity: &IdentityNames,
+    global: &UpstreamRules,
+    policy: &Policy,
+) -> Vec<Arc<str>> {
+    let mut names: Vec<Arc<str>> = Vec::new();
     let routes = policy.routes().filter_map(|r| r.upstream.as_ref());
     let mapped = std::iter::once(global)
         .chain(routes)
         .flat_map(UpstreamRules::header_names);
-    for name in identity.into_iter().chain(mapped) {
-        for spelling in [name.to_owned(), name.replace('-', "_")] {
+    for name in identity.all().chain(mapped) {
+        for spelling in [Arc::from(name), Arc::from(name.replace('-', "_"))] {
             if !names.contains(&spelling) {
                 names.push(spelling);
             }
         }
     }
     names
+}
+
+/// What an allow removes: every owned header it does not set, and
+/// `Authorization` unless the rules forward it.
+fn removals(
+    owned: &[Arc<str>],
+    identity: &IdentityNames,
+    rules: &UpstreamRules,
+    is_set: impl Fn(&str) -> bool,
+) -> Arc<[Arc<str>]> {
+    let kept = owned.iter().filter(|name| !is_set(name)).cloned();
+    let authorization = (!rules.forward_authorization).then(|| identity.authorization.clone());
+    kept.chain(authorization).collect()
+}
+
+/// The identity header names as shared strings.
+#[derive(Debug)]
+struct IdentityNames {
+    subject: Arc<str>,
+    username: Arc<str>,
+    realm_roles: Arc<str>,
+    client: Arc<str>,
+    issuer: Arc<str>,
+    authorization: Arc<str>,
+}
+
+impl IdentityNames {
+    fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.subject,
+            &self.username,
+            &self.realm_roles,
+            &self.client,
+            &self.issuer,
+        ]
+        .into_iter()
+        .map(|name| &**name)
+    }
+
+    fn new(config: &IdentityHeadersConfig) -> Self {
+        Self {
+            subject: Arc::from(config.subject.as_str()),
+            username: Arc::from(config.username.as_str()),
+            realm_roles: Arc::from(config.realm_roles.as_str()),
+            client: Arc::from(config.client.as_str()),
+            issuer: Arc::from(config.issuer.as_str()),
+            authorization: Arc::from("authorization"),
+        }
+    }
 }
 
 fn note(explain: Option<&mut Explanation>, f: impl FnOnce(&mut Explanation)) {
@@ -314,14 +392,16 @@ fn describe_path(path: &Result<PathReadings, PathError>) -> String {
 
 /// Realm roles joined with `,`; roles that contain a comma are left out, since
 /// they would read as two roles.
-fn realm_roles(claims: &Claims) -> Option<String> {
+fn realm_roles(claims: &Claims) -> Option<Cow<'_, str>> {
     let roles = &claims.realm_access.as_ref()?.roles;
-    let kept: Vec<&str> = roles
-        .iter()
-        .map(String::as_str)
-        .filter(|r| !r.contains(','))
-        .collect();
-    Some(kept.join(","))
+    let mut joined = String::with_capacity(roles.iter().map(|r| r.len() + 1).sum());
+    for role in roles.iter().filter(|r| !r.contains(',')) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(role);
+    }
+    Some(Cow::Owned(joined))
 }
 
 #[cfg(test)]

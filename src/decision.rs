@@ -28,9 +28,11 @@ pub struct Allow {
     /// The token's subject, when one was validated.
     pub subject: Option<String>,
     /// Headers to set on the upstream request, overwriting any client copy.
-    pub set_headers: Vec<(String, String)>,
-    /// Headers to remove from the upstream request.
-    pub remove_headers: Vec<String>,
+    /// Names are shared with the configuration: an allow allocates only values.
+    pub set_headers: Vec<(Arc<str>, String)>,
+    /// Headers to remove from the upstream request (often a list made once
+    /// per route and shared).
+    pub remove_headers: Arc<[Arc<str>]>,
     /// In a dry-run route: the denial that was not enforced.
     pub would_deny: Option<Reason>,
 }

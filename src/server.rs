@@ -77,23 +77,35 @@ impl AuthzService {
         Self { runtime }
     }
 
-    /// Decides on a CheckRequest as it arrived, well-formed or not.
-    pub async fn decide_inbound(&self, inbound: grpc::Inbound) -> CheckResponse {
+    /// Answers a CheckRequest as it arrived, well-formed or not, with the
+    /// encoded CheckResponse.
+    pub async fn answer_inbound(&self, inbound: grpc::Inbound) -> Vec<u8> {
         match inbound {
-            grpc::Inbound::Check(check) => self.decide(&check).await,
+            grpc::Inbound::Check(check) => self.answer(&check).await,
             grpc::Inbound::Undecodable(why) => {
                 tracing::warn!(error = %why, "Undecodable CheckRequest denied");
                 let decision = Decision::deny(None, Reason::InvalidCheckRequest);
                 self.runtime
                     .metrics
                     .record_check(&labels(&decision), Duration::ZERO);
-                respond::check_response(&decision, &self.runtime.snapshot().checker.realm)
+                respond::encode(&decision, &self.runtime.snapshot().checker.realm)
             }
         }
     }
 
-    /// Decides on one CheckRequest. Never fails: every outcome is an answer.
+    /// Answers one CheckRequest with the encoded CheckResponse, as the gRPC
+    /// service sends it. Never fails: every outcome is an answer.
+    pub async fn answer(&self, check: &CheckRequest) -> Vec<u8> {
+        self.run(check, respond::encode).await
+    }
+
+    /// Decides on one CheckRequest, as a message (the HTTP flavour reads it).
+    /// The same decision as [`AuthzService::answer`].
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
+        self.run(check, respond::check_response).await
+    }
+
+    async fn run<T>(&self, check: &CheckRequest, reply: fn(&Decision, &str) -> T) -> T {
         let started = Instant::now();
         // One snapshot for the whole check, even if a reload happens meanwhile.
         let snapshot = self.runtime.snapshot();
@@ -101,12 +113,12 @@ impl AuthzService {
         let decision = match Request::from_check(check) {
             Ok(request) => {
                 let mut decision = checker.check(&request, unix_now()).await;
-                let request_id = request_id(&request);
-                log_decision(&snapshot.decision_log, &decision, &request, request_id);
-                if let Decision::Deny(denial) = &mut decision
-                    && !request_id.is_empty()
-                {
-                    denial.request_id = Some(request_id.to_owned());
+                log_decision(&snapshot.decision_log, &decision, &request);
+                if let Decision::Deny(denial) = &mut decision {
+                    let request_id = request_id(&request);
+                    if !request_id.is_empty() {
+                        denial.request_id = Some(request_id.to_owned());
+                    }
                 }
                 decision
             }
@@ -125,7 +137,7 @@ impl AuthzService {
                 decision
             }
         };
-        let response = respond::check_response(&decision, &checker.realm);
+        let response = reply(&decision, &checker.realm);
         self.runtime
             .metrics
             .record_check(&labels(&decision), started.elapsed());
@@ -191,14 +203,9 @@ fn trace_id<'r>(request: &Request<'r>) -> &'r str {
         .unwrap_or("")
 }
 
-/// One line per decision, at the configured level. Never the token.
-fn log_decision(
-    levels: &DecisionLogConfig,
-    decision: &Decision,
-    request: &Request<'_>,
-    request_id: &str,
-) {
-    let trace_id = trace_id(request);
+/// One line per decision, at the configured level. Never the token. The
+/// request and trace ids are read only when the line is written.
+fn log_decision(levels: &DecisionLogConfig, decision: &Decision, request: &Request<'_>) {
     match decision {
         Decision::Allow(Allow {
             would_deny: Some(reason),
@@ -211,8 +218,8 @@ fn log_decision(
             status = reason.answer().status,
             error = %reason.description(),
             request.method = &*request.method,
-            request.id = request_id,
-            trace.id = trace_id,
+            request.id = request_id(request),
+            trace.id = trace_id(request),
             "Request would be denied (dry run); allowed"
         ),
         Decision::Allow(allow) => event_at!(
@@ -221,8 +228,8 @@ fn log_decision(
             jwt.iss = allow.issuer.as_deref().unwrap_or(""),
             jwt.sub = allow.subject.as_deref().unwrap_or(""),
             request.method = &*request.method,
-            request.id = request_id,
-            trace.id = trace_id,
+            request.id = request_id(request),
+            trace.id = trace_id(request),
             "Request authorized"
         ),
         Decision::Deny(denial) => event_at!(
@@ -232,8 +239,8 @@ fn log_decision(
             status = denial.reason.answer().status,
             error = %denial.reason.description(),
             request.method = &*request.method,
-            request.id = request_id,
-            trace.id = trace_id,
+            request.id = request_id(request),
+            trace.id = trace_id(request),
             "Request denied"
         ),
     }

@@ -597,8 +597,9 @@ async fn huge_header_maps_and_undecodable_requests_get_answers() {
         "20000 headers"
     );
     let undecodable = service
-        .decide_inbound(Inbound::Undecodable("test".into()))
+        .answer_inbound(Inbound::Undecodable("test".into()))
         .await;
+    let undecodable: CheckResponse = prost::Message::decode(undecodable.as_slice()).unwrap();
     assert_eq!(outcome(&undecodable), (400, "invalid_check_request".into()));
     let empty = service.decide(&CheckRequest::default()).await;
     assert_eq!(outcome(&empty), (403, "not_http".into()));

@@ -335,17 +335,23 @@ pub fn tokio() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs one CheckRequest through `AuthzService::decide`.
+/// Runs one CheckRequest through `AuthzService::answer`, as the gRPC service
+/// does, and reads the answer back: it must be a well-formed CheckResponse.
 pub fn decide(check: &CheckRequest) -> CheckResponse {
     let service = service();
-    tokio().block_on(service.decide(check))
+    decoded(tokio().block_on(service.answer(check)))
 }
 
 /// Runs a request as the gRPC service received it (decoded or not) through
-/// `AuthzService::decide_inbound`.
+/// `AuthzService::answer_inbound`.
 pub fn decide_inbound(inbound: Inbound) -> CheckResponse {
     let service = service();
-    tokio().block_on(service.decide_inbound(inbound))
+    decoded(tokio().block_on(service.answer_inbound(inbound)))
+}
+
+fn decoded(wire: Vec<u8>) -> CheckResponse {
+    prost::Message::decode(wire.as_slice())
+        .unwrap_or_else(|e| panic!("the answer is not a CheckResponse: {e}"))
 }
 
 /// The string fields of the response's dynamic metadata.

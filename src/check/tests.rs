@@ -79,12 +79,12 @@ async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
     assert!(
         allow
             .remove_headers
-            .contains(&"x-portcullis-subject".to_owned())
+            .contains(&Arc::from("x-portcullis-subject"))
     );
     assert!(
         allow
             .remove_headers
-            .contains(&"x_portcullis_subject".to_owned())
+            .contains(&Arc::from("x_portcullis_subject"))
     );
     assert_eq!(
         allow.remove_headers.len(),
@@ -207,12 +207,12 @@ async fn claims_that_cannot_be_header_values_are_removed_not_set() {
     assert!(
         allow
             .remove_headers
-            .contains(&"x-portcullis-username".to_owned())
+            .contains(&Arc::from("x-portcullis-username"))
     );
     assert!(
         allow
             .remove_headers
-            .contains(&"x-portcullis-subject".to_owned())
+            .contains(&Arc::from("x-portcullis-subject"))
     );
 }
 
@@ -265,7 +265,7 @@ async fn a_dry_run_route_allows_and_reports_what_it_would_deny() {
         allow
             .set_headers
             .iter()
-            .any(|(n, _)| n == "x-portcullis-subject"),
+            .any(|(n, _)| &**n == "x-portcullis-subject"),
         "identity kept"
     );
     let anonymous = allowed(decide_with(routes, "/x", &[]).await);
@@ -323,15 +323,15 @@ async fn a_route_can_set_its_own_upstream_headers_and_strip_authorization() {
     assert!(
         allow
             .set_headers
-            .contains(&("x-client-app".to_owned(), "web-frontend".to_owned()))
+            .contains(&(Arc::from("x-client-app"), "web-frontend".to_owned()))
     );
-    assert!(allow.remove_headers.contains(&"authorization".to_owned()));
+    assert!(allow.remove_headers.contains(&Arc::from("authorization")));
     assert!(
-        allow.remove_headers.contains(&"x-other".to_owned()),
+        allow.remove_headers.contains(&Arc::from("x-other")),
         "another route's header is owned too"
     );
-    assert!(allow.remove_headers.contains(&"x_client_app".to_owned()));
-    assert!(!allow.remove_headers.contains(&"x-client-app".to_owned()));
+    assert!(allow.remove_headers.contains(&Arc::from("x_client_app")));
+    assert!(!allow.remove_headers.contains(&Arc::from("x-client-app")));
 }
 
 #[tokio::test]

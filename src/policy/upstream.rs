@@ -1,6 +1,8 @@
 //! What a route sends to the upstream from a valid token: claims as headers,
 //! the whole payload as one header, and whether `Authorization` goes on.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
@@ -11,7 +13,7 @@ use crate::config::{HeaderFormat, UpstreamConfig};
 #[derive(Debug, Clone)]
 pub struct UpstreamRules {
     claims: Vec<ClaimHeader>,
-    payload_header: Option<String>,
+    payload_header: Option<Arc<str>>,
     /// Whether the client's `Authorization` header goes on to the upstream.
     pub forward_authorization: bool,
 }
@@ -19,7 +21,7 @@ pub struct UpstreamRules {
 #[derive(Debug, Clone)]
 struct ClaimHeader {
     path: Vec<String>,
-    header: String,
+    header: Arc<str>,
     format: HeaderFormat,
 }
 
@@ -36,11 +38,11 @@ impl UpstreamRules {
                 .iter()
                 .map(|c| ClaimHeader {
                     path: c.claim.names(),
-                    header: c.header.clone(),
+                    header: Arc::from(c.header.as_str()),
                     format: c.format,
                 })
                 .collect(),
-            payload_header: config.payload_header.clone(),
+            payload_header: config.payload_header.as_deref().map(Arc::from),
             forward_authorization: config.forward_authorization,
         }
     }
@@ -49,14 +51,26 @@ impl UpstreamRules {
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
         self.claims
             .iter()
-            .map(|c| c.header.as_str())
+            .map(|c| &*c.header)
             .chain(self.payload_header.as_deref())
+    }
+
+    /// Whether these rules set any header (and so read the payload).
+    pub fn sets_headers(&self) -> bool {
+        !self.claims.is_empty() || self.payload_header.is_some()
     }
 
     /// The headers to set for a token's payload. A claim that is absent, or
     /// whose value cannot be a header value, yields no header.
-    pub fn headers(&self, payload: &Map<String, Value>) -> Vec<(String, String)> {
-        let mut out = Vec::with_capacity(self.claims.len() + 1);
+    #[cfg(test)]
+    pub fn headers(&self, payload: &Map<String, Value>) -> Vec<(Arc<str>, String)> {
+        let mut out = Vec::new();
+        self.add_headers(payload, &mut out);
+        out
+    }
+
+    /// Adds the headers to set for a token's payload to `out`.
+    pub fn add_headers(&self, payload: &Map<String, Value>, out: &mut Vec<(Arc<str>, String)>) {
         for mapping in &self.claims {
             let value = lookup(payload, &mapping.path).and_then(|v| render(v, mapping.format));
             if let Some(value) = value.filter(|v| is_header_value(v)) {
@@ -70,7 +84,6 @@ impl UpstreamRules {
                 out.push((header.clone(), value));
             }
         }
-        out
     }
 }
 

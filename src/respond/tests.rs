@@ -50,7 +50,7 @@ fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
         issuer: Some(Arc::from("acme")),
         subject: Some("u-1".into()),
         set_headers: vec![("x-portcullis-subject".into(), "u-1".into())],
-        remove_headers: vec!["x-portcullis-username".into()],
+        remove_headers: Arc::from([Arc::from("x-portcullis-username")]),
         would_deny: None,
     });
     let response = check_response(&decision, "acme");
@@ -169,4 +169,96 @@ fn a_missing_scope_is_named_in_the_challenge_and_the_request_id_in_the_body() {
         "{challenge}"
     );
     assert_eq!(body["request_id"], "req-42");
+}
+
+fn allow(
+    set: &[(&str, &str)],
+    remove: &[&str],
+    issuer: Option<&str>,
+    subject: Option<&str>,
+    would_deny: Option<Reason>,
+) -> Decision {
+    Decision::Allow(Allow {
+        route: Arc::from("orders"),
+        issuer: issuer.map(Arc::from),
+        subject: subject.map(str::to_owned),
+        set_headers: set
+            .iter()
+            .map(|(k, v)| (Arc::from(*k), (*v).to_owned()))
+            .collect(),
+        remove_headers: remove.iter().map(|h| Arc::from(*h)).collect(),
+        would_deny,
+    })
+}
+
+fn wire_decodes_to_message(decision: &Decision) {
+    let bytes = encode(decision, "acme");
+    let decoded = CheckResponse::decode(bytes.as_slice()).expect("the wire answer decodes");
+    assert_eq!(decoded, check_response(decision, "acme"));
+}
+
+#[test]
+fn an_allow_in_wire_format_decodes_to_the_message_answer() {
+    let long = "v".repeat(200);
+    let longer = "w".repeat(20_000);
+    let cases = [
+        allow(&[], &[], None, None, None),
+        allow(
+            &[],
+            &["x-portcullis-subject", "x_portcullis_subject"],
+            None,
+            None,
+            None,
+        ),
+        allow(
+            &[
+                ("x-portcullis-subject", "u-1"),
+                ("x-portcullis-user", "älice ☃"),
+            ],
+            &["x-portcullis-roles", "authorization"],
+            Some("acme"),
+            Some("u-1"),
+            None,
+        ),
+        // Lengths that take two and three bytes as varints.
+        allow(
+            &[("x-long", &long), ("x-longer", &longer)],
+            &[&long],
+            Some(&long),
+            Some(&longer),
+            None,
+        ),
+        allow(
+            &[("x-a", "")],
+            &[""],
+            Some(""),
+            Some(""),
+            Some(Reason::MissingToken),
+        ),
+    ];
+    for decision in &cases {
+        wire_decodes_to_message(decision);
+    }
+}
+
+#[test]
+fn a_denial_in_wire_format_decodes_to_the_message_answer() {
+    let decision = Decision::deny(Some(Arc::from("orders")), Reason::MissingToken);
+    wire_decodes_to_message(&decision);
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_allow_in_wire_format_decodes_to_the_message_answer(
+        set in proptest::collection::vec(("[a-z_-]{0,40}", "\\PC{0,300}"), 0..10),
+        remove in proptest::collection::vec("[a-z_-]{0,200}", 0..20),
+        issuer in proptest::option::of("\\PC{0,200}"),
+        subject in proptest::option::of("\\PC{0,200}"),
+        dry_run in proptest::bool::ANY,
+    ) {
+        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+        let would_deny = dry_run.then_some(Reason::NoRoute);
+        wire_decodes_to_message(&allow(&set, &remove, issuer.as_deref(), subject.as_deref(), would_deny));
+    }
 }

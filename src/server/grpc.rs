@@ -11,10 +11,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use prost::Message;
-use prost::bytes::Buf;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use prost::bytes::{Buf, BufMut};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
@@ -103,32 +103,50 @@ fn unimplemented() -> http::Response<tonic::body::Body> {
 struct CheckMethod(Arc<AuthzService>);
 
 impl UnaryService<Inbound> for CheckMethod {
-    type Response = CheckResponse;
-    type Future = BoxFuture<tonic::Response<CheckResponse>, tonic::Status>;
+    type Response = Encoded;
+    type Future = BoxFuture<tonic::Response<Encoded>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<Inbound>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            let response = service.decide_inbound(request.into_inner()).await;
-            Ok(tonic::Response::new(response))
+            let response = service.answer_inbound(request.into_inner()).await;
+            Ok(tonic::Response::new(Encoded(response)))
         })
     }
 }
 
-/// Encodes CheckResponses with prost; decodes anything into an [`Inbound`].
+/// A CheckResponse already in wire format ([`crate::respond::encode`]).
+#[derive(Debug)]
+pub struct Encoded(Vec<u8>);
+
+/// Writes [`Encoded`] messages as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedEncoder;
+
+impl Encoder for EncodedEncoder {
+    type Item = Encoded;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item.0);
+        Ok(())
+    }
+}
+
+/// Writes encoded CheckResponses; decodes anything into an [`Inbound`].
 #[derive(Debug, Clone, Copy)]
 struct LenientCodec {
     max_message_bytes: usize,
 }
 
 impl Codec for LenientCodec {
-    type Encode = CheckResponse;
+    type Encode = Encoded;
     type Decode = Inbound;
-    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Encoder = EncodedEncoder;
     type Decoder = LenientDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::default()
+        EncodedEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
