@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
 use crate::credential::{self, Credential, TokenSource};
-use crate::decision::{Allow, Decision, Reason};
+use crate::decision::{Allow, Decision, Reason, Removals};
 use crate::policy::require::{TokenView, TraceLine};
 use crate::policy::upstream::{UpstreamRules, is_header_value};
 use crate::policy::{Policy, Route, Target, TcpPolicy};
@@ -67,6 +67,8 @@ impl Checker {
                     removals(&owned_headers, &identity_names, rules, |name| {
                         set.contains(&name)
                     })
+                    .map(Arc::from)
+                    .collect()
                 })
             })
             .collect();
@@ -90,12 +92,12 @@ impl Checker {
     }
 
     /// Decides on one request at time `now` (seconds since the epoch).
-    pub async fn check(&self, request: &Request<'_>, now: i64) -> Decision {
+    pub async fn check(&self, request: &Request<'_>, now: i64) -> Decision<'_> {
         self.run(request, now, None).await
     }
 
     /// Decides as [`Checker::check`] does, and says how.
-    pub async fn explain(&self, request: &Request<'_>, now: i64) -> (Decision, Explanation) {
+    pub async fn explain(&self, request: &Request<'_>, now: i64) -> (Decision<'_>, Explanation) {
         let mut explanation = Explanation::default();
         let decision = self.run(request, now, Some(&mut explanation)).await;
         (decision, explanation)
@@ -106,7 +108,7 @@ impl Checker {
         request: &Request<'_>,
         now: i64,
         mut explain: Option<&mut Explanation>,
-    ) -> Decision {
+    ) -> Decision<'_> {
         if let Some(e) = explain.as_deref_mut() {
             e.path = describe_path(&request.path);
         }
@@ -135,14 +137,15 @@ impl Checker {
     }
 
     /// Decides on a TCP connection check, which has only the caller's identity.
-    pub fn check_tcp(&self, principal: &str) -> Decision {
+    pub fn check_tcp(&self, principal: &str) -> Decision<'_> {
         match self.tcp.allows(principal) {
             Some(rule) => Decision::Allow(Allow {
-                route: rule.clone(),
+                route: rule,
+                route_index: None,
                 issuer: None,
                 subject: None,
                 set_headers: Vec::new(),
-                remove_headers: Arc::from([]),
+                remove_headers: Removals::Shared(&[]),
                 would_deny: None,
             }),
             None => Decision::deny(None, Reason::NotHttp(crate::request::RequestError::NotHttp)),
@@ -182,13 +185,13 @@ impl Checker {
     }
 
     /// The denial, if any, and the allow that would be given without it.
-    async fn on_route(
-        &self,
-        route: &Route,
+    async fn on_route<'c>(
+        &'c self,
+        route: &'c Route,
         request: &Request<'_>,
         now: i64,
         explain: Option<&mut Explanation>,
-    ) -> (Option<Reason>, Allow) {
+    ) -> (Option<Reason>, Allow<'c>) {
         let anonymous = || self.anonymous(route);
         if route.token == TokenMode::Public {
             note(explain, |e| e.token = "not read: public route".into());
@@ -245,20 +248,21 @@ impl Checker {
     }
 
     /// No identity: every identity header the client sent is removed.
-    fn anonymous(&self, route: &Route) -> Allow {
+    fn anonymous<'c>(&'c self, route: &'c Route) -> Allow<'c> {
         Allow {
-            route: route.name.clone(),
+            route: &route.name,
+            route_index: Some(route.index),
             issuer: None,
             subject: None,
             set_headers: Vec::new(),
-            remove_headers: self.owned_headers.clone(),
+            remove_headers: Removals::Shared(&self.owned_headers),
             would_deny: None,
         }
     }
 
     /// A validated token: identity headers are set from its claims; those it
     /// lacks are removed, so that no client copy reaches the upstream.
-    fn identified(&self, route: &Route, verified: Verified<'_>) -> Allow {
+    fn identified<'c>(&'c self, route: &'c Route, verified: Verified<'c>) -> Allow<'c> {
         let Verified { issuer, token } = verified;
         let (claims, payload) = (&token.claims, &token.payload);
         let id = &self.identity_names;
@@ -276,7 +280,7 @@ impl Checker {
         let mut set_headers = Vec::with_capacity(values.len() + usize::from(rules.sets_headers()));
         for (name, value) in values {
             if let Some(value) = value.filter(|v| is_header_value(v)) {
-                set_headers.push((name.clone(), value.into_owned()));
+                set_headers.push((&**name, value.into_owned()));
             }
         }
         if rules.sets_headers() {
@@ -284,14 +288,18 @@ impl Checker {
         }
         let settable = 5 + rules.header_names().count();
         let remove_headers = match self.full_removals.get(route.index) {
-            Some(Some(full)) if set_headers.len() == settable => full.clone(),
-            _ => removals(&self.owned_headers, &self.identity_names, rules, |name| {
-                set_headers.iter().any(|(set, _)| &**set == name)
-            }),
+            Some(Some(full)) if set_headers.len() == settable => Removals::Shared(full),
+            _ => Removals::Picked(
+                removals(&self.owned_headers, &self.identity_names, rules, |name| {
+                    set_headers.iter().any(|(set, _)| *set == name)
+                })
+                .collect(),
+            ),
         };
         Allow {
-            route: route.name.clone(),
-            issuer: Some(issuer.name.clone()),
+            route: &route.name,
+            route_index: Some(route.index),
+            issuer: Some(&issuer.name),
             subject: claims.sub.clone(),
             set_headers,
             remove_headers,
@@ -327,15 +335,18 @@ fn owned_headers(
 
 /// What an allow removes: every owned header it does not set, and
 /// `Authorization` unless the rules forward it.
-fn removals(
-    owned: &[Arc<str>],
-    identity: &IdentityNames,
+fn removals<'c>(
+    owned: &'c [Arc<str>],
+    identity: &'c IdentityNames,
     rules: &UpstreamRules,
     is_set: impl Fn(&str) -> bool,
-) -> Arc<[Arc<str>]> {
-    let kept = owned.iter().filter(|name| !is_set(name)).cloned();
-    let authorization = (!rules.forward_authorization).then(|| identity.authorization.clone());
-    kept.chain(authorization).collect()
+) -> impl Iterator<Item = &'c str> {
+    let kept = owned
+        .iter()
+        .map(|name| &**name)
+        .filter(move |name| !is_set(name));
+    let authorization = (!rules.forward_authorization).then_some(&*identity.authorization);
+    kept.chain(authorization)
 }
 
 /// The identity header names as shared strings.

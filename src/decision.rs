@@ -9,32 +9,71 @@ use crate::policy::require::Unmet;
 use crate::request::{PathError, RequestError};
 use crate::token::TokenError;
 
-/// What portcullis answers.
+/// What portcullis answers. An allow borrows from the checker that made it
+/// (route and header names), so answering costs no reference counting.
 #[derive(Debug)]
-pub enum Decision {
+pub enum Decision<'c> {
     /// Let the request through, with these header changes.
-    Allow(Allow),
+    Allow(Allow<'c>),
     /// Refuse it.
     Deny(Denial),
 }
 
 /// An allowed request.
 #[derive(Debug)]
-pub struct Allow {
-    /// The route that matched.
-    pub route: Arc<str>,
+pub struct Allow<'c> {
+    /// The route that matched (or the TCP rule that allowed).
+    pub route: &'c Arc<str>,
+    /// The position of the route in the configuration; none for TCP rules.
+    pub route_index: Option<usize>,
     /// The issuer of the token, when one was validated.
-    pub issuer: Option<Arc<str>>,
+    pub issuer: Option<&'c str>,
     /// The token's subject, when one was validated.
     pub subject: Option<String>,
     /// Headers to set on the upstream request, overwriting any client copy.
-    /// Names are shared with the configuration: an allow allocates only values.
-    pub set_headers: Vec<(Arc<str>, String)>,
-    /// Headers to remove from the upstream request (often a list made once
-    /// per route and shared).
-    pub remove_headers: Arc<[Arc<str>]>,
+    pub set_headers: Vec<(&'c str, String)>,
+    /// Headers to remove from the upstream request.
+    pub remove_headers: Removals<'c>,
     /// In a dry-run route: the denial that was not enforced.
     pub would_deny: Option<Reason>,
+}
+
+/// The headers an allow removes: often a list made once per route.
+#[derive(Debug, Clone)]
+pub enum Removals<'c> {
+    /// A list made with the configuration.
+    Shared(&'c [Arc<str>]),
+    /// A list picked for this allow.
+    Picked(Vec<&'c str>),
+}
+
+impl Removals<'_> {
+    /// The names.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (shared, picked) = match self {
+            Removals::Shared(names) => (*names, &[][..]),
+            Removals::Picked(names) => (&[][..], names.as_slice()),
+        };
+        shared.iter().map(|n| &**n).chain(picked.iter().copied())
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        match self {
+            Removals::Shared(names) => names.len(),
+            Removals::Picked(names) => names.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `name` is among them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|n| n == name)
+    }
 }
 
 /// A refused request.
@@ -164,7 +203,7 @@ fn token_code(error: &TokenError) -> &'static str {
 
 // === impl Decision ===
 
-impl Decision {
+impl Decision<'_> {
     /// A denial.
     pub fn deny(route: Option<Arc<str>>, reason: Reason) -> Self {
         Decision::Deny(Denial {

@@ -58,11 +58,11 @@ fn allowed(allow: &Allow) -> CheckResponse {
 }
 
 /// The dynamic metadata of an allow: at most five string fields.
-fn allow_metadata(allow: &Allow) -> Fields<'_> {
+fn allow_metadata<'a>(allow: &'a Allow<'_>) -> Fields<'a> {
     let mut fields = Fields::default();
     fields.push("decision", "allow");
-    fields.push("route", &allow.route);
-    if let Some(issuer) = allow.issuer.as_deref() {
+    fields.push("route", allow.route);
+    if let Some(issuer) = allow.issuer {
         fields.push("issuer", issuer);
     }
     if let Some(subject) = allow.subject.as_deref() {

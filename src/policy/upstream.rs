@@ -63,25 +63,29 @@ impl UpstreamRules {
     /// The headers to set for a token's payload. A claim that is absent, or
     /// whose value cannot be a header value, yields no header.
     #[cfg(test)]
-    pub fn headers(&self, payload: &Map<String, Value>) -> Vec<(Arc<str>, String)> {
+    pub fn headers(&self, payload: &Map<String, Value>) -> Vec<(&str, String)> {
         let mut out = Vec::new();
         self.add_headers(payload, &mut out);
         out
     }
 
     /// Adds the headers to set for a token's payload to `out`.
-    pub fn add_headers(&self, payload: &Map<String, Value>, out: &mut Vec<(Arc<str>, String)>) {
+    pub fn add_headers<'r>(
+        &'r self,
+        payload: &Map<String, Value>,
+        out: &mut Vec<(&'r str, String)>,
+    ) {
         for mapping in &self.claims {
             let value = lookup(payload, &mapping.path).and_then(|v| render(v, mapping.format));
             if let Some(value) = value.filter(|v| is_header_value(v)) {
-                out.push((mapping.header.clone(), value));
+                out.push((&mapping.header, value));
             }
         }
         if let Some(header) = &self.payload_header {
             let json = Value::Object(payload.clone()).to_string();
             let value = URL_SAFE_NO_PAD.encode(json);
             if value.len() <= MAX_HEADER_VALUE_BYTES {
-                out.push((header.clone(), value));
+                out.push((header, value));
             }
         }
     }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::credential::CredentialError;
-use crate::decision::Reason;
+use crate::decision::{Reason, Removals};
 use crate::policy::require::Unmet;
 use crate::token::TokenError;
 
@@ -46,11 +46,12 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[test]
 fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
     let decision = Decision::Allow(Allow {
-        route: Arc::from("orders"),
-        issuer: Some(Arc::from("acme")),
+        route: &ORDERS,
+        route_index: Some(0),
+        issuer: Some("acme"),
         subject: Some("u-1".into()),
-        set_headers: vec![("x-portcullis-subject".into(), "u-1".into())],
-        remove_headers: Arc::from([Arc::from("x-portcullis-username")]),
+        set_headers: vec![("x-portcullis-subject", "u-1".into())],
+        remove_headers: Removals::Picked(vec!["x-portcullis-username"]),
         would_deny: None,
     });
     let response = check_response(&decision, "acme");
@@ -171,27 +172,27 @@ fn a_missing_scope_is_named_in_the_challenge_and_the_request_id_in_the_body() {
     assert_eq!(body["request_id"], "req-42");
 }
 
-fn allow(
-    set: &[(&str, &str)],
-    remove: &[&str],
-    issuer: Option<&str>,
+static ORDERS: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("orders"));
+
+fn allow<'a>(
+    set: &[(&'a str, &str)],
+    remove: &[&'a str],
+    issuer: Option<&'a str>,
     subject: Option<&str>,
     would_deny: Option<Reason>,
-) -> Decision {
+) -> Decision<'a> {
     Decision::Allow(Allow {
-        route: Arc::from("orders"),
-        issuer: issuer.map(Arc::from),
+        route: &ORDERS,
+        route_index: Some(0),
+        issuer,
         subject: subject.map(str::to_owned),
-        set_headers: set
-            .iter()
-            .map(|(k, v)| (Arc::from(*k), (*v).to_owned()))
-            .collect(),
-        remove_headers: remove.iter().map(|h| Arc::from(*h)).collect(),
+        set_headers: set.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        remove_headers: Removals::Picked(remove.to_vec()),
         would_deny,
     })
 }
 
-fn wire_decodes_to_message(decision: &Decision) {
+fn wire_decodes_to_message(decision: &Decision<'_>) {
     let bytes = encode(decision, "acme");
     let decoded = CheckResponse::decode(bytes.as_slice()).expect("the wire answer decodes");
     assert_eq!(decoded, check_response(decision, "acme"));

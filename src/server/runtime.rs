@@ -21,6 +21,7 @@ use crate::keys::fetch::{self, KeySource};
 use crate::telemetry::metrics::{IssuerList, Metrics};
 use crate::token::cache::{CacheLimits, CacheStats};
 use crate::token::{TrustedIssuer, Validator};
+use prometheus_client::metrics::counter::Counter;
 
 /// Everything a check reads, from one configuration.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub struct Snapshot {
     pub decision_log: DecisionLogConfig,
     /// Every issuer of this configuration.
     pub issuers: Vec<Arc<IssuerRuntime>>,
+    /// By route index: the count of the route's allows, resolved once so
+    /// that counting an allow is one atomic add.
+    pub allowed: Vec<Counter>,
 }
 
 /// One configured issuer at run time.
@@ -75,11 +79,12 @@ impl Runtime {
     /// [`Runtime::start_refreshers`] runs in an async context.
     pub fn new(config: &Config) -> Self {
         let cache_stats = Arc::new(CacheStats::default());
-        let snapshot = build(config, &[], &cache_stats);
         let metric_issuers = IssuerList::default();
+        let metrics = Metrics::new(metric_issuers.clone(), cache_stats.clone(), super::unix_now);
+        let snapshot = build(config, &[], &cache_stats, &metrics);
         metric_issuers.store(Arc::new(metric_list(&snapshot)));
         Self {
-            metrics: Metrics::new(metric_issuers.clone(), cache_stats.clone(), super::unix_now),
+            metrics,
             metric_issuers,
             cache_stats,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -104,7 +109,7 @@ impl Runtime {
     /// is swapped whole.
     pub fn apply(&self, config: &Config) -> Result<(), ApplyError> {
         let current = self.snapshot.load_full();
-        let next = build(config, &current.issuers, &self.cache_stats);
+        let next = build(config, &current.issuers, &self.cache_stats, &self.metrics);
         for issuer in &next.issuers {
             issuer.start_refresher()?;
         }
@@ -137,6 +142,7 @@ fn build(
     config: &Config,
     previous: &[Arc<IssuerRuntime>],
     cache_stats: &Arc<CacheStats>,
+    metrics: &Metrics,
 ) -> Snapshot {
     let mut trusted = Vec::new();
     let mut issuers = Vec::new();
@@ -155,10 +161,17 @@ fn build(
     };
     let validator =
         Validator::with_cache(trusted, config.max_token_bytes, limits, cache_stats.clone());
+    let checker = Checker::new(config, validator);
+    let allowed = checker
+        .policy()
+        .routes()
+        .map(|route| metrics.allow_counter(&route.name))
+        .collect();
     Snapshot {
-        checker: Checker::new(config, validator),
+        checker,
         decision_log: config.decision_log,
         issuers,
+        allowed,
     }
 }
 

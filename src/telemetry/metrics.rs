@@ -109,7 +109,23 @@ impl Metrics {
     /// Counts one answered check and its duration.
     pub fn record_check(&self, labels: &CheckLabels, took: Duration) {
         self.checks.get_or_create(labels).inc();
+        self.record_duration(took);
+    }
+
+    /// Records the duration of a check counted elsewhere.
+    pub fn record_duration(&self, took: Duration) {
         self.check_duration.observe(took.as_secs_f64());
+    }
+
+    /// The counter of a route's allows (`decision="allow", reason="ok"`), to
+    /// keep: the series exists from now on, at 0 until the first allow.
+    pub fn allow_counter(&self, route: &Arc<str>) -> Counter {
+        let labels = CheckLabels {
+            route: Name(route.clone()),
+            decision: "allow",
+            reason: "ok",
+        };
+        self.checks.get_or_create(&labels).clone()
     }
 
     /// The Prometheus text exposition of every metric.
