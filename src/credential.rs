@@ -71,23 +71,37 @@ pub fn find<'a>(
     Ok(found.map_or(Credential::None, Credential::Bearer))
 }
 
-/// The one value of a header, refusing repeats.
+/// The one value of a header, refusing repeats (two lines). A value that
+/// holds a `,` is two lines joined: callers refuse it unless it parsed as one
+/// token, which holds no `,` (so the common case reads the value once).
 fn single<'a>(headers: Headers<'a>, name: &'a str) -> Result<Option<&'a [u8]>, CredentialError> {
     let mut values = headers.get_all(name);
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    if values.next().is_some() || value.contains(&b',') {
+    if values.next().is_some() {
         return Err(CredentialError::Multiple);
     }
     Ok(Some(value))
+}
+
+/// What a single header value yielded, unless it holds a `,`: two values joined.
+fn unless_joined<'a>(
+    value: &[u8],
+    parsed: Result<Option<&'a str>, CredentialError>,
+) -> Result<Option<Cow<'a, str>>, CredentialError> {
+    match parsed {
+        Ok(Some(token)) => Ok(Some(Cow::Borrowed(token))),
+        _ if value.contains(&b',') => Err(CredentialError::Multiple),
+        other => other.map(|t| t.map(Cow::Borrowed)),
+    }
 }
 
 fn from_authorization(headers: Headers<'_>) -> Result<Option<Cow<'_, str>>, CredentialError> {
     let Some(value) = single(headers, "authorization")? else {
         return Ok(None);
     };
-    parse_authorization(value).map(|t| t.map(Cow::Borrowed))
+    unless_joined(value, parse_authorization(value))
 }
 
 fn from_header<'a>(
@@ -97,6 +111,11 @@ fn from_header<'a>(
     let Some(value) = single(headers, name)? else {
         return Ok(None);
     };
+    unless_joined(value, token_in_header(value))
+}
+
+/// A header holding a token, with or without `Bearer `.
+fn token_in_header(value: &[u8]) -> Result<Option<&str>, CredentialError> {
     let value = std::str::from_utf8(value).map_err(|_| CredentialError::Malformed)?;
     let value = value.trim_matches(is_http_space);
     let token = match value.split_once(is_http_space) {
@@ -105,7 +124,7 @@ fn from_header<'a>(
         }
         _ => value,
     };
-    checked(token).map(|t| Some(Cow::Borrowed(t)))
+    checked(token).map(Some)
 }
 
 fn from_cookie<'a>(

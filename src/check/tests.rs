@@ -82,16 +82,8 @@ async fn a_public_route_allows_without_a_token_and_strips_identity_headers() {
     let allow = allowed(decide("GET", "/docs/x", &[("x-portcullis-subject", "forged")]).await);
     assert_eq!(&**allow.route, "docs");
     assert!(allow.set_headers.is_empty());
-    assert!(
-        allow
-            .remove_headers
-            .contains("x-portcullis-subject")
-    );
-    assert!(
-        allow
-            .remove_headers
-            .contains("x_portcullis_subject")
-    );
+    assert!(allow.remove_headers.contains("x-portcullis-subject"));
+    assert!(allow.remove_headers.contains("x_portcullis_subject"));
     assert_eq!(
         allow.remove_headers.len(),
         14,
@@ -210,29 +202,16 @@ async fn claims_that_cannot_be_header_values_are_removed_not_set() {
     assert!(!set.contains_key("x-portcullis-username"));
     assert!(!set.contains_key("x-portcullis-subject"));
     assert_eq!(set["x-portcullis-realm-roles"], "orders-reader");
-    assert!(
-        allow
-            .remove_headers
-            .contains("x-portcullis-username")
-    );
-    assert!(
-        allow
-            .remove_headers
-            .contains("x-portcullis-subject")
-    );
+    assert!(allow.remove_headers.contains("x-portcullis-username"));
+    assert!(allow.remove_headers.contains("x-portcullis-subject"));
 }
 
 const ROUTES_HEAD: &str = "issuers:\n  - { name: demo, issuer: 'http://127.0.0.1:8180/realms/demo', jwks_url: 'http://127.0.0.1:8180/k', audiences: [orders-api] }\n  - { name: other, issuer: 'https://other.test', jwks_url: 'https://other.test/k' }\nroutes:\n";
 
-async fn decide_with(
-    routes: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Decision<'static> {
+async fn decide_with(routes: &str, path: &str, headers: &[(&str, &str)]) -> Decision<'static> {
     // Leaked: the decision borrows from its checker (a few per test run).
-    let checker: &'static Checker = Box::leak(Box::new(checker_with(&format!(
-        "{ROUTES_HEAD}{routes}"
-    ))));
+    let checker: &'static Checker =
+        Box::leak(Box::new(checker_with(&format!("{ROUTES_HEAD}{routes}"))));
     let check = check_request("GET", path, headers);
     checker
         .check(&Request::from_check(&check).unwrap(), NOW)

@@ -126,7 +126,19 @@ pub fn is_header_value(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_HEADER_VALUE_BYTES
         && value.trim() == value
-        && !value.chars().any(char::is_control)
+        && !has_control(value)
+}
+
+/// Whether a string holds a control character; ASCII (nearly every claim)
+/// is checked a byte at a time without branches.
+fn has_control(value: &str) -> bool {
+    if value.is_ascii() {
+        value
+            .bytes()
+            .fold(false, |found, b| found | (b < 0x20) | (b == 0x7f))
+    } else {
+        value.chars().any(char::is_control)
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +147,23 @@ mod tests {
 
     use super::*;
     use crate::config::{ClaimHeader as ClaimHeaderConfig, ClaimPath};
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        let mut samples: Vec<String> = (0..=0x2000u32)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        samples
+            .extend(["plain", "ünïcode", "tab\there", "del\u{7f}", "c1\u{85}x"].map(String::from));
+        for sample in &samples {
+            assert_eq!(
+                has_control(sample),
+                sample.chars().any(char::is_control),
+                "{sample:?}"
+            );
+        }
+    }
 
     fn rules(
         mappings: &[(&str, &str, HeaderFormat)],
