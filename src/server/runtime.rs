@@ -241,3 +241,32 @@ impl Drop for IssuerRuntime {
         self.stop_refresher();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const CONFIG: &str = "issuers:\n  - { name: acme, issuer: 'https://sso.example.test', jwks_url: 'https://sso.example.test/k', audiences: [api] }\nroutes:\n  - { name: docs, match: { path_prefix: /docs }, token: public }\n  - { name: api, match: { path_prefix: / } }\n";
+
+    #[test]
+    fn every_route_has_an_allow_series_at_zero_once_loaded() {
+        let runtime = Runtime::new(&Config::from_yaml(CONFIG, "test").unwrap());
+        let text = runtime.metrics.encode();
+        for route in ["docs", "api"] {
+            let series = format!(
+                "portcullis_checks_total{{route=\"{route}\",decision=\"allow\",reason=\"ok\"}} 0"
+            );
+            assert!(text.contains(&series), "{series} missing from:\n{text}");
+        }
+        let snapshot = runtime.snapshot();
+        assert_eq!(snapshot.allowed.len(), 2);
+        snapshot.allowed[1].inc();
+        assert!(
+            runtime.metrics.encode().contains(
+                "portcullis_checks_total{route=\"api\",decision=\"allow\",reason=\"ok\"} 1"
+            )
+        );
+    }
+}
