@@ -51,9 +51,18 @@ pub struct Explanation {
 
 impl Checker {
     /// Builds a checker from a validated configuration and the validator of its issuers.
-    pub fn new(config: &Config, validator: Validator) -> Self {
+    pub fn new(config: &Config, mut validator: Validator) -> Self {
         let upstream = UpstreamRules::compile(&config.upstream);
         let policy = Policy::compile(config.routes.iter().map(|r| &r.value));
+        let payload_read = upstream.sets_headers()
+            || policy.routes().any(|route| {
+                route.requirement.reads_payload()
+                    || route
+                        .upstream
+                        .as_ref()
+                        .is_some_and(UpstreamRules::sets_headers)
+            });
+        validator.set_payload_read(payload_read);
         let identity_names = IdentityNames::new(&config.identity_headers);
         let owned_headers: Arc<[Arc<str>]> =
             owned_headers(&identity_names, &upstream, &policy).into();
@@ -89,6 +98,11 @@ impl Checker {
     /// The compiled routes.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The token validator (and its cache).
+    pub fn validator(&self) -> &Validator {
+        &self.validator
     }
 
     /// Decides on one request at time `now` (seconds since the epoch).

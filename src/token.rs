@@ -7,19 +7,22 @@
 //! Keycloak's `typ`, which must be `Bearer` so ID and refresh tokens are refused.
 //! Nothing in the token header (`jwk`, `jku`, `x5u`, `x5c`) is ever used to find a key.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 pub mod cache;
 mod json;
 
 use cache::{CacheLimits, CachedToken, TokenCache};
+use json::Member;
 
 use crate::config::IssuerConfig;
 use crate::keys::{IssuerKeys, Refetch, parse_algorithm};
@@ -55,6 +58,8 @@ pub struct Validator {
     issuers: Vec<TrustedIssuer>,
     max_token_bytes: usize,
     cache: TokenCache,
+    /// Whether cached tokens will hold their payload as a tree.
+    payload_trees: bool,
 }
 
 /// A token that passed every check.
@@ -72,7 +77,16 @@ pub struct TokenClaims {
     /// The claims portcullis reads itself.
     pub claims: Claims,
     /// Every claim, for claim conditions and header mappings of the policy.
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub payload: Payload,
+}
+
+/// Every claim of a verified token: the payload JSON as signed, read into a
+/// tree the first time the policy asks for it (most routes never do).
+#[derive(Debug)]
+pub struct Payload {
+    /// Read strictly before it was accepted: one object, no duplicate names.
+    json: Vec<u8>,
+    tree: OnceLock<Map<String, Value>>,
 }
 
 /// The claims portcullis reads. Others are ignored.
@@ -115,8 +129,7 @@ pub struct Roles {
 }
 
 /// The `aud` claim, which Keycloak writes as a string when it has one value.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Default)]
 pub enum Audience {
     /// No `aud`.
     #[default]
@@ -181,8 +194,9 @@ pub enum TokenError {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
     kid: Option<String>,
     #[serde(skip)]
     crit: bool,
@@ -235,7 +249,15 @@ impl Validator {
             issuers,
             max_token_bytes,
             cache: TokenCache::new(limits, stats),
+            payload_trees: true,
         }
+    }
+
+    /// Says whether the policy reads claims beyond [`Claims`] (so that cached
+    /// tokens will hold their payload as a tree), for the cache's byte count.
+    /// Until told, the validator assumes it does.
+    pub fn set_payload_read(&mut self, read: bool) {
+        self.payload_trees = read;
     }
 
     /// The verified-token cache.
@@ -273,10 +295,11 @@ impl Validator {
     /// The issuer and `kid` of a token that was refused for an unknown key.
     fn unknown_key_context(&self, token: &str) -> Option<(&TrustedIssuer, String)> {
         let parts = Parts::split(token).ok()?;
-        let header = decode_header(parts.header).ok()?;
-        let payload = decode_payload(parts.payload).ok()?;
-        let issuer = self.issuer_for(payload.get("iss")).ok()?;
-        Some((issuer, header.kid?))
+        let header = decode_part(parts.header).ok()?;
+        let kid = decode_header(&header).ok()?.kid?;
+        let payload = decode_part(parts.payload).ok()?;
+        let issuer = self.issuer_for(&read_payload(&payload).ok()?.member).ok()?;
+        Some((issuer, kid))
     }
 
     /// Validates with the keys at hand, without waiting for any fetch.
@@ -315,44 +338,57 @@ impl Validator {
     /// Every check, and what the cache would keep of the token.
     fn verify(&self, token: &str, now: i64) -> Result<(Verified<'_>, CachedToken), TokenError> {
         let parts = Parts::split(token)?;
-        let header = decode_header(parts.header)?;
+        let header = decode_part(parts.header)?;
+        let header = decode_header(&header)?;
         if header.crit {
             return Err(TokenError::CriticalHeader);
         }
-        let payload = decode_payload(parts.payload)?;
-        let issuer = self.issuer_for(payload.get("iss"))?;
+        let payload = decode_part(parts.payload)?;
+        let read = read_payload(&payload)?;
+        let issuer = self.issuer_for(&read.member)?;
+        let tree_bytes = read.tree_bytes;
         let alg = issuer.algorithm(&header.alg)?;
         if header.kid.is_none() && !issuer.allow_missing_kid {
             return Err(TokenError::MissingKid);
         }
         let keys = issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
-        let claims = Claims::deserialize(&payload)
+        // `read_payload` refused duplicate names, which the typed read would
+        // not notice everywhere: `resource_access` is a map that keeps the last.
+        let claims: Claims = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
         issuer.check_claims(&claims, now)?;
-        let serde_json::Value::Object(payload) = payload else {
-            return Err(TokenError::Malformed("payload is not a JSON object"));
-        };
         let skew = i64::try_from(issuer.clock_skew_seconds).unwrap_or(0);
         let expires_at = claims.exp.unwrap_or(now).saturating_add(skew);
-        let token = Arc::new(TokenClaims { claims, payload });
+        let token = Arc::new(TokenClaims {
+            claims,
+            payload: Payload::checked(payload),
+        });
         let index = self
             .issuers
             .iter()
             .position(|i| std::ptr::eq(i, issuer))
             .unwrap_or(usize::MAX);
-        let entry = CachedToken::new(index, token.clone(), expires_at, keys, parts.payload.len());
+        let tree_bytes = if self.payload_trees { tree_bytes } else { 0 };
+        let entry = CachedToken::new(
+            index,
+            token.clone(),
+            expires_at,
+            keys,
+            parts.payload.len(),
+            tree_bytes,
+        );
         Ok((Verified { issuer, token }, entry))
     }
 
-    fn issuer_for(&self, iss: Option<&serde_json::Value>) -> Result<&TrustedIssuer, TokenError> {
+    fn issuer_for(&self, iss: &Member<'_>) -> Result<&TrustedIssuer, TokenError> {
         let iss = match iss {
-            None => return Err(TokenError::UnknownIssuer),
-            Some(serde_json::Value::String(iss)) => iss,
-            Some(_) => return Err(TokenError::Malformed("iss is not a string")),
+            Member::Absent => return Err(TokenError::UnknownIssuer),
+            Member::String(iss) => iss,
+            Member::Other => return Err(TokenError::Malformed("iss is not a string")),
         };
         self.issuers
             .iter()
-            .find(|i| &i.issuer == iss)
+            .find(|i| i.issuer == *iss)
             .ok_or(TokenError::UnknownIssuer)
     }
 }
@@ -424,6 +460,36 @@ impl TrustedIssuer {
     }
 }
 
+// === impl Payload ===
+
+impl Payload {
+    /// Payload JSON that `read_payload` accepted.
+    fn checked(json: Vec<u8>) -> Self {
+        Self {
+            json,
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// Every claim, by name; read from the JSON on first use.
+    pub fn object(&self) -> &Map<String, Value> {
+        // The JSON was read strictly before, with the same parser and nesting
+        // limit, so it cannot fail here; an empty map is a safe fallback.
+        self.tree
+            .get_or_init(|| serde_json::from_slice(&self.json).unwrap_or_default())
+    }
+}
+
+impl From<Map<String, Value>> for Payload {
+    /// A payload already read, for tools and tests.
+    fn from(object: Map<String, Value>) -> Self {
+        Self {
+            json: Vec::new(),
+            tree: OnceLock::from(object),
+        }
+    }
+}
+
 // === impl Audience ===
 
 impl Audience {
@@ -434,6 +500,49 @@ impl Audience {
             Audience::One(aud) => accepted.contains(aud),
             Audience::Many(auds) => auds.iter().any(|a| accepted.contains(a)),
         }
+    }
+}
+
+/// `null`, a string or an array of strings, as an untagged enum would read
+/// them, but directly: an untagged enum buffers the value and formats an
+/// error for each variant that does not fit, on every uncached token.
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AudienceVisitor)
+    }
+}
+
+struct AudienceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AudienceVisitor {
+    type Value = Audience;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("null, a string or an array of strings")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Audience, E> {
+        Ok(Audience::None)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Audience, E> {
+        Ok(Audience::None)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+        Ok(Audience::One(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Audience, E> {
+        Ok(Audience::One(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+        let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(aud) = seq.next_element::<String>()? {
+            all.push(aud);
+        }
+        Ok(Audience::Many(all))
     }
 }
 
@@ -476,22 +585,21 @@ fn decode_part(part: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Malformed("not canonical base64url"))
 }
 
-fn decode_header(part: &str) -> Result<Header, TokenError> {
-    let not_header = |_| TokenError::Malformed("header is not a JWS header");
-    let object = json::parse_object(&decode_part(part)?)
+/// The header from its decoded JSON (duplicate names refused).
+fn decode_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
+    let crit = json::read_object(json, "crit")
         .ok_or(TokenError::Malformed("header is not a JSON object"))?;
+    let mut header: Header<'_> = serde_json::from_slice(json)
+        .map_err(|_| TokenError::Malformed("header is not a JWS header"))?;
     // `crit` in any form, even `null`, names extensions we do not implement.
-    let crit = object.contains_key("crit");
-    let mut header = Header::deserialize(serde_json::Value::Object(object)).map_err(not_header)?;
-    header.crit = crit;
+    header.crit = crit.member != Member::Absent;
     Ok(header)
 }
 
-/// The payload as a JSON object (duplicate names refused).
-fn decode_payload(part: &str) -> Result<serde_json::Value, TokenError> {
-    let object = json::parse_object(&decode_part(part)?)
-        .ok_or(TokenError::Malformed("payload is not a JSON object"))?;
-    Ok(serde_json::Value::Object(object))
+/// Checks that the decoded payload is a JSON object (duplicate names
+/// refused), and returns its `iss` and what it would take as a tree.
+fn read_payload(json: &[u8]) -> Result<json::Read<'_>, TokenError> {
+    json::read_object(json, "iss").ok_or(TokenError::Malformed("payload is not a JSON object"))
 }
 
 /// Cuts an attacker-chosen string before it reaches a log line or a reason.

@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::config::{ClaimCondition, RequireConfig, route::compile_regex};
-use crate::token::Claims;
+use crate::token::{Claims, Payload};
 
 /// A compiled requirement.
 #[derive(Debug)]
@@ -85,8 +85,8 @@ pub struct TraceLine {
 pub struct TokenView<'a> {
     /// The claims portcullis reads itself.
     pub claims: &'a Claims,
-    /// Every claim.
-    pub payload: &'a Map<String, Value>,
+    /// Every claim, read on first use.
+    pub payload: &'a Payload,
 }
 
 impl std::fmt::Display for Unmet {
@@ -227,6 +227,22 @@ impl Requirement {
         held
     }
 
+    /// Whether evaluating this reads claims beyond the typed ones (groups,
+    /// claim conditions), so that the token's payload is read as a tree.
+    pub fn reads_payload(&self) -> bool {
+        match self {
+            Requirement::All(items) | Requirement::Any(items) => {
+                items.iter().any(Requirement::reads_payload)
+            }
+            Requirement::Not(inner) => inner.reads_payload(),
+            Requirement::Group(_) | Requirement::Claim { .. } => true,
+            Requirement::RealmRole(_)
+            | Requirement::ClientRole { .. }
+            | Requirement::Scope(_)
+            | Requirement::Azp(_) => false,
+        }
+    }
+
     fn leaf_holds(&self, token: TokenView<'_>) -> bool {
         let claims = token.claims;
         match self {
@@ -242,12 +258,12 @@ impl Requirement {
                 .scope
                 .as_deref()
                 .is_some_and(|s| s.split(' ').any(|held| held == scope)),
-            Requirement::Group(group) => match token.payload.get("groups") {
+            Requirement::Group(group) => match token.payload.object().get("groups") {
                 Some(Value::Array(groups)) => groups.iter().any(|g| g.as_str() == Some(group)),
                 _ => false,
             },
             Requirement::Azp(clients) => claims.azp.as_ref().is_some_and(|a| clients.contains(a)),
-            Requirement::Claim { path, test } => test.holds(lookup(token.payload, path)),
+            Requirement::Claim { path, test } => test.holds(lookup(token.payload.object(), path)),
             Requirement::All(_) | Requirement::Any(_) | Requirement::Not(_) => false,
         }
     }

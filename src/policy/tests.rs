@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::config::Config;
 use crate::policy::require::{TokenView, TraceLine, Unmet};
-use crate::token::Claims;
+use crate::token::{Claims, Payload};
 
 const ISSUERS: &str = "issuers:\n  - { name: a, issuer: 'https://a.test', jwks_url: 'https://a.test/k' }\n  - { name: b, issuer: 'https://b.test', jwks_url: 'https://b.test/k' }\n";
 
@@ -189,7 +189,7 @@ fn eval(require: &str, claims: &Claims, payload: &Value) -> Result<(), Unmet> {
     let p = policy(&format!(
         "  - name: r\n    match: {{ path_prefix: / }}\n    require: {require}\n"
     ));
-    let payload: Map<String, Value> = payload.as_object().cloned().unwrap_or_default();
+    let payload = Payload::from(payload.as_object().cloned().unwrap_or_default());
     p.routes[0].requirement.evaluate(
         TokenView {
             claims,
@@ -334,7 +334,7 @@ fn a_trace_records_every_requirement_with_its_result() {
     );
     let c = claims(&["reader"], &[], Some("b"));
     let mut trace = Vec::new();
-    let payload = Map::new();
+    let payload = Payload::from(Map::new());
     let result = p.routes[0].requirement.evaluate(
         TokenView {
             claims: &c,
@@ -362,7 +362,7 @@ fn a_trace_records_every_requirement_with_its_result() {
 #[test]
 fn no_requirements_accept_any_valid_token() {
     let p = policy("  - name: r\n    match: { path_prefix: / }\n");
-    let payload = Map::new();
+    let payload = Payload::from(Map::new());
     let view = TokenView {
         claims: &Claims::default(),
         payload: &payload,

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::config::{HeaderFormat, UpstreamConfig};
+use crate::token::Payload;
 
 /// Compiled upstream header rules.
 #[derive(Debug, Clone)]
@@ -63,26 +64,25 @@ impl UpstreamRules {
     /// The headers to set for a token's payload. A claim that is absent, or
     /// whose value cannot be a header value, yields no header.
     #[cfg(test)]
-    pub fn headers(&self, payload: &Map<String, Value>) -> Vec<(&str, String)> {
+    pub fn headers(&self, payload: &Payload) -> Vec<(&str, String)> {
         let mut out = Vec::new();
         self.add_headers(payload, &mut out);
         out
     }
 
-    /// Adds the headers to set for a token's payload to `out`.
-    pub fn add_headers<'r>(
-        &'r self,
-        payload: &Map<String, Value>,
-        out: &mut Vec<(&'r str, String)>,
-    ) {
+    /// Adds the headers to set for a token's payload to `out`. The payload is
+    /// read only when a rule needs it.
+    pub fn add_headers<'r>(&'r self, payload: &Payload, out: &mut Vec<(&'r str, String)>) {
         for mapping in &self.claims {
-            let value = lookup(payload, &mapping.path).and_then(|v| render(v, mapping.format));
+            let value =
+                lookup(payload.object(), &mapping.path).and_then(|v| render(v, mapping.format));
             if let Some(value) = value.filter(|v| is_header_value(v)) {
                 out.push((&mapping.header, value));
             }
         }
-        if let Some(header) = &self.payload_header {
-            let json = Value::Object(payload.clone()).to_string();
+        if let Some(header) = &self.payload_header
+            && let Ok(json) = serde_json::to_string(payload.object())
+        {
             let value = URL_SAFE_NO_PAD.encode(json);
             if value.len() <= MAX_HEADER_VALUE_BYTES {
                 out.push((header, value));
@@ -215,7 +215,8 @@ mod tests {
             ],
             None,
         );
-        let headers: std::collections::HashMap<_, _> = r.headers(&payload()).into_iter().collect();
+        let headers: std::collections::HashMap<_, _> =
+            r.headers(&payload().into()).into_iter().collect();
         assert_eq!(headers["x-email"], "ann@example.test");
         assert_eq!(headers["x-tier"], "3");
         assert_eq!(headers["x-verified"], "true");
@@ -231,7 +232,7 @@ mod tests {
     #[test]
     fn the_payload_header_is_base64url_json_of_every_claim() {
         let r = rules(&[], Some("x-claims"));
-        let headers = r.headers(&payload());
+        let headers = r.headers(&payload().into());
         let decoded = URL_SAFE_NO_PAD.decode(&headers[0].1).unwrap();
         let back: Value = serde_json::from_slice(&decoded).unwrap();
         assert_eq!(back, Value::Object(payload()));

@@ -717,3 +717,178 @@ fn concurrent_lookups_and_inserts_agree() {
     });
     assert!(v.cache().len() <= 32);
 }
+
+/// Signs `claims()` as JSON text after `edit`, which may write what a `Value` cannot.
+fn signed_raw(edit: impl FnOnce(String) -> String) -> String {
+    let header = json!({"alg": "RS256", "kid": issuer().kid()});
+    issuer()
+        .sign_raw(&header, &edit(claims().to_string()))
+        .unwrap()
+}
+
+const NOT_AN_OBJECT: TokenError = TokenError::Malformed("payload is not a JSON object");
+
+#[test]
+fn duplicate_names_deep_in_the_payload_are_refused_even_when_signed() {
+    let depth_two = signed_raw(|c| {
+        c.replacen(
+            "\"realm_access\":{",
+            "\"realm_access\":{\"roles\":[\"admin\"],",
+            1,
+        )
+    });
+    assert_eq!(err(&depth_two), NOT_AN_OBJECT);
+    let depth_three = signed_raw(|c| {
+        c.replacen(
+            "\"orders-api\":{",
+            "\"orders-api\":{\"roles\":[\"admin\"],",
+            1,
+        )
+    });
+    assert_eq!(err(&depth_three), NOT_AN_OBJECT);
+    let in_an_array = signed_raw(|c| c.replacen('{', "{\"x\":[1,{\"a\":1,\"a\":2}],", 1));
+    assert_eq!(err(&in_an_array), NOT_AN_OBJECT);
+}
+
+#[test]
+fn a_client_named_twice_in_resource_access_is_refused_even_when_signed() {
+    // `resource_access` is read into a map, which would keep the last silently.
+    let admin = |client: &str| {
+        format!("\"resource_access\":{{\"{client}\":{{\"roles\":[\"orders-admin\"]}},")
+    };
+    let twice = signed_raw(|c| {
+        assert!(c.contains("\"orders-api\":{\"roles\""));
+        c.replacen("\"resource_access\":{", &admin("orders-api"), 1)
+    });
+    assert_eq!(err(&twice), NOT_AN_OBJECT);
+    let another = signed_raw(|c| c.replacen("\"resource_access\":{", &admin("billing-api"), 1));
+    let v = validator();
+    let verified = v.validate_now(&another, NOW).unwrap();
+    assert_eq!(
+        verified.token.claims.resource_access["billing-api"].roles,
+        ["orders-admin"]
+    );
+}
+
+#[test]
+fn names_written_with_escapes_that_decode_to_the_same_name_are_duplicates() {
+    let top = signed_raw(|c| c.replacen('{', "{\"\\u0074yp\":\"ID\",", 1));
+    assert_eq!(err(&top), NOT_AN_OBJECT);
+    let nested = signed_raw(|c| {
+        c.replacen(
+            "\"realm_access\":{",
+            "\"realm_access\":{\"r\\u006fles\":[\"admin\"],",
+            1,
+        )
+    });
+    assert_eq!(err(&nested), NOT_AN_OBJECT);
+    // The same escapes without a twin are read as the names they spell.
+    let escaped =
+        signed_raw(|c| c.replacen("\"preferred_username\"", "\"preferred\\u005fusername\"", 1));
+    let v = validator();
+    let verified = v.validate_now(&escaped, NOW).unwrap();
+    assert_eq!(
+        verified.token.claims.preferred_username.as_deref(),
+        Some("alice")
+    );
+}
+
+#[test]
+fn duplicate_names_deep_in_the_header_are_refused() {
+    let jwk = json!({ "kty": "RSA", "use": "sig" });
+    let header = json!({ "alg": "RS256", "kid": issuer().kid(), "jwk": jwk });
+    let token = issuer().sign(&header, &claims()).unwrap();
+    assert!(validator().validate_now(&token, NOW).is_ok());
+    let (_, rest) = token.split_once('.').unwrap();
+    let kid = issuer().kid();
+    for raw in [
+        format!(r#"{{"alg":"RS256","kid":"{kid}","jwk":{{"kty":"RSA","use":"sig","kty":"EC"}}}}"#),
+        format!(r#"{{"alg":"RS256","kid":"{kid}","jwk":{{"x":[{{"a":1,"a":2}}]}}}}"#),
+        format!(r#"{{"alg":"RS256","kid":"{kid}","\u0061lg":"none"}}"#),
+    ] {
+        let token = format!("{}.{rest}", b64(&raw));
+        assert_eq!(
+            err(&token),
+            TokenError::Malformed("header is not a JSON object"),
+            "{raw}"
+        );
+    }
+}
+
+#[test]
+fn a_payload_with_ten_thousand_distinct_claims_is_accepted() {
+    let mut c = claims();
+    for i in 0..10_000 {
+        c[format!("claim-{i}")] = json!(i);
+    }
+    let token = signed(&c);
+    let keys = loaded_keys(&issuer().jwks());
+    let v = Validator::new(
+        vec![trusted(&["orders-api"], &[Algorithm::RS256], keys)],
+        1024 * 1024,
+    );
+    let verified = v.validate_now(&token, NOW).unwrap();
+    assert_eq!(verified.token.payload.object()["claim-9999"], 9999);
+    let twice = issuer()
+        .sign_raw(
+            &json!({"alg": "RS256", "kid": issuer().kid()}),
+            &c.to_string().replacen('{', "{\"claim-5000\":0,", 1),
+        )
+        .unwrap();
+    assert_eq!(v.validate_now(&twice, NOW).unwrap_err(), NOT_AN_OBJECT);
+}
+
+#[test]
+fn the_payload_is_read_on_first_use_and_holds_every_signed_claim_for_the_policy() {
+    use crate::config::RequireConfig;
+    use crate::policy::require::{Requirement, TokenView};
+
+    let mut c = claims();
+    c["groups"] = json!(["/eng/backend"]);
+    c["address"] = json!({ "country": "NL" });
+    let v = validator();
+    let verified = v.validate_now(&signed(&c), NOW).unwrap();
+    let payload = &verified.token.payload;
+    assert!(payload.tree.get().is_none(), "read before it was asked for");
+    assert_eq!(&Value::Object(payload.object().clone()), &c);
+
+    let evaluate = |require: &str| {
+        let config: RequireConfig = serde_saphyr::from_str(require).unwrap();
+        let view = TokenView {
+            claims: &verified.token.claims,
+            payload,
+        };
+        Requirement::compile(&config)
+            .evaluate(view, None)
+            .map_err(|unmet| unmet.code)
+    };
+    assert_eq!(
+        evaluate("{ groups: [/eng/backend], claims: [{ claim: address.country, equals: NL }] }"),
+        Ok(())
+    );
+    assert_eq!(
+        evaluate("{ claims: [{ claim: preferred_username, equals: alice }] }"),
+        Ok(())
+    );
+    assert_eq!(
+        evaluate("{ claims: [{ claim: address.country, equals: DE }] }"),
+        Err("claim_not_met")
+    );
+    assert_eq!(evaluate("{ groups: [/eng] }"), Err("missing_group"));
+}
+
+#[test]
+fn the_audience_is_null_a_string_or_an_array_of_strings_and_nothing_else() {
+    let read = |json: &str| serde_json::from_str::<Audience>(json);
+    assert!(matches!(read("null"), Ok(Audience::None)));
+    assert!(matches!(read(r#""api""#), Ok(Audience::One(a)) if a == "api"));
+    assert!(matches!(read(r#"["a","b"]"#), Ok(Audience::Many(a)) if a == ["a", "b"]));
+    assert!(matches!(read("[]"), Ok(Audience::Many(a)) if a.is_empty()));
+    for wrong in ["7", "true", "{}", r#"{"a":"b"}"#, r#"["a",1]"#, "[null]"] {
+        assert!(read(wrong).is_err(), "{wrong}");
+    }
+    assert_eq!(
+        err(&with(|c| c["aud"] = Value::Null)),
+        TokenError::WrongAudience
+    );
+}
