@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, TokenMode};
+use crate::config::{AmbiguousPaths, Config, IdentityHeadersConfig, MetadataConfig, TokenMode};
 use crate::credential::{self, Credential, TokenSource};
 use crate::decision::{Allow, Decision, Reason, Removals};
 use crate::policy::require::{TokenView, TraceLine};
@@ -34,6 +34,8 @@ pub struct Checker {
     token_sources: Vec<TokenSource>,
     /// The `realm` of challenges.
     pub realm: String,
+    /// Which answers carry dynamic metadata.
+    pub metadata: MetadataConfig,
 }
 
 /// What `portcullis explain` prints: each step of a check and its result.
@@ -92,6 +94,7 @@ impl Checker {
             ambiguous_paths: config.ambiguous_paths,
             token_sources: config.token_sources.iter().map(|s| s.to_source()).collect(),
             realm: config.realm.clone(),
+            metadata: config.metadata,
         }
     }
 

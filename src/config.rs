@@ -89,6 +89,9 @@ pub struct Config {
     /// The log level of the one line logged per decision.
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
+    /// Which answers carry Envoy dynamic metadata.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
     /// Limits of the verified-token cache.
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
@@ -198,6 +201,31 @@ pub struct DecisionLogConfig {
     /// Denied requests (and dry-run would-be denials). Default: info.
     #[serde(default = "default_denied_level")]
     pub denied: LogLevel,
+}
+
+/// Which answers carry Envoy dynamic metadata (`envoy.filters.http.ext_authz`:
+/// `decision`, `route`, `reason` or `issuer` and `sub`, `would_deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Allows. Default: false: Envoy pays for every metadata field on every
+    /// request, and the identity headers already reach the access log
+    /// (`%REQ(x-portcullis-subject)%`). Allows of dry-run routes that would
+    /// have been denied count as denials.
+    #[serde(default)]
+    pub allowed: bool,
+    /// Denials. Default: true.
+    #[serde(default = "default_true")]
+    pub denied: bool,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            allowed: false,
+            denied: true,
+        }
+    }
 }
 
 /// A log level, or `off`.

@@ -17,6 +17,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use prost::Message;
 
+use crate::config::MetadataConfig;
 use crate::decision::{Allow, Challenge, Decision, Denial, Reason};
 
 /// gRPC status codes used in `CheckResponse.status` (google.rpc.Code).
@@ -28,15 +29,25 @@ mod code {
     pub(super) const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Builds the CheckResponse for a decision. `realm` goes into challenges.
-pub fn check_response(decision: &Decision, realm: &str) -> CheckResponse {
+/// Builds the CheckResponse for a decision. `realm` goes into challenges;
+/// `metadata` says which answers carry dynamic metadata.
+pub fn check_response(decision: &Decision, realm: &str, metadata: MetadataConfig) -> CheckResponse {
     match decision {
-        Decision::Allow(allow) => allowed(allow),
-        Decision::Deny(denial) => denied(denial, realm),
+        Decision::Allow(allow) => allowed(allow, metadata),
+        Decision::Deny(denial) => denied(denial, realm, metadata),
     }
 }
 
-fn allowed(allow: &Allow) -> CheckResponse {
+/// Whether an allow carries dynamic metadata: a dry-run denial is a denial.
+fn allow_has_metadata(allow: &Allow, metadata: MetadataConfig) -> bool {
+    if allow.would_deny.is_some() {
+        metadata.denied
+    } else {
+        metadata.allowed
+    }
+}
+
+fn allowed(allow: &Allow, metadata_config: MetadataConfig) -> CheckResponse {
     let headers = allow
         .set_headers
         .iter()
@@ -53,7 +64,8 @@ fn allowed(allow: &Allow) -> CheckResponse {
             headers_to_remove: allow.remove_headers.iter().map(|h| h.to_string()).collect(),
             ..Default::default()
         })),
-        dynamic_metadata: Some(strings_struct(metadata.as_slice())),
+        dynamic_metadata: allow_has_metadata(allow, metadata_config)
+            .then(|| strings_struct(metadata.as_slice())),
     }
 }
 
@@ -100,10 +112,10 @@ impl<'a> Fields<'a> {
 /// protobuf wire format from the decision (one buffer, no intermediate
 /// message); `tests` prove that it decodes to the message [`check_response`]
 /// builds. A denial is built as a message and encoded by prost.
-pub fn encode(decision: &Decision, realm: &str) -> Vec<u8> {
+pub fn encode(decision: &Decision, realm: &str, metadata: MetadataConfig) -> Vec<u8> {
     match decision {
-        Decision::Allow(allow) => wire::allowed(allow),
-        Decision::Deny(denial) => denied(denial, realm).encode_to_vec(),
+        Decision::Allow(allow) => wire::allowed(allow, allow_has_metadata(allow, metadata)),
+        Decision::Deny(denial) => denied(denial, realm, metadata).encode_to_vec(),
     }
 }
 
@@ -131,7 +143,7 @@ mod wire {
     const VARINT: u32 = 0;
     const OVERWRITE: u64 = HeaderAppendAction::OverwriteIfExistsOrAdd as u64;
 
-    pub(super) fn allowed(allow: &Allow) -> Vec<u8> {
+    pub(super) fn allowed(allow: &Allow, with_metadata: bool) -> Vec<u8> {
         let headers: usize = allow
             .set_headers
             .iter()
@@ -149,9 +161,14 @@ mod wire {
             .iter()
             .map(|(k, v)| field_len(STRUCT_FIELDS, entry_len(k, v)))
             .sum();
+        let metadata_len = if with_metadata {
+            field_len(CHECK_RESPONSE_METADATA, struct_len)
+        } else {
+            0
+        };
         let total = field_len(CHECK_RESPONSE_STATUS, 0)
             + field_len(CHECK_RESPONSE_OK, ok_len)
-            + field_len(CHECK_RESPONSE_METADATA, struct_len);
+            + metadata_len;
 
         let mut out = Vec::with_capacity(total);
         // status: google.rpc.Status with code OK, every field at its default.
@@ -167,6 +184,10 @@ mod wire {
         }
         for name in allow.remove_headers.iter() {
             put_bytes(&mut out, OK_HEADERS_TO_REMOVE, name.as_bytes());
+        }
+        if !with_metadata {
+            debug_assert_eq!(out.len(), total);
+            return out;
         }
         put_len_prefix(&mut out, CHECK_RESPONSE_METADATA, struct_len);
         for (key, value) in metadata.as_slice() {
@@ -231,7 +252,7 @@ mod wire {
     }
 }
 
-fn denied(denial: &Denial, realm: &str) -> CheckResponse {
+fn denied(denial: &Denial, realm: &str, metadata_config: MetadataConfig) -> CheckResponse {
     let answer = denial.reason.answer();
     let description = denial.reason.description();
     let scope = match &denial.reason {
@@ -278,7 +299,7 @@ fn denied(denial: &Denial, realm: &str) -> CheckResponse {
             headers,
             body,
         })),
-        dynamic_metadata: Some(strings_struct(&metadata)),
+        dynamic_metadata: metadata_config.denied.then(|| strings_struct(&metadata)),
     }
 }
 

@@ -23,7 +23,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::config::{Config, DecisionLogConfig, LogLevel};
+use crate::config::{Config, DecisionLogConfig, LogLevel, MetadataConfig};
 use crate::decision::{Allow, Decision, Reason};
 use crate::request::Request;
 use crate::respond;
@@ -88,7 +88,12 @@ impl AuthzService {
                 self.runtime
                     .metrics
                     .record_check(&labels(&decision), Duration::ZERO);
-                respond::encode(&decision, &self.runtime.snapshot().checker.realm)
+                let snapshot = self.runtime.snapshot();
+                respond::encode(
+                    &decision,
+                    &snapshot.checker.realm,
+                    snapshot.checker.metadata,
+                )
             }
         }
     }
@@ -105,7 +110,11 @@ impl AuthzService {
         self.run(check, respond::check_response).await
     }
 
-    async fn run<T>(&self, check: &CheckRequest, reply: fn(&Decision, &str) -> T) -> T {
+    async fn run<T>(
+        &self,
+        check: &CheckRequest,
+        reply: fn(&Decision, &str, MetadataConfig) -> T,
+    ) -> T {
         let started = Instant::now();
         // One snapshot for the whole check, even if a reload happens meanwhile.
         let snapshot = self.runtime.snapshot();
@@ -137,7 +146,7 @@ impl AuthzService {
                 decision
             }
         };
-        let response = reply(&decision, &checker.realm);
+        let response = reply(&decision, &checker.realm, checker.metadata);
         let metrics = &self.runtime.metrics;
         match &decision {
             Decision::Allow(Allow {

@@ -9,7 +9,7 @@
 
 use portcullis::dev::envoy::find_binary;
 use portcullis::dev::issuer::{self, DevIssuer};
-use portcullis::dev::stack::{Stack, StackOptions, unix_now};
+use portcullis::dev::stack::{DEMO_CONFIG, Stack, StackOptions, unix_now};
 use serde_json::{Value, json};
 
 async fn start() -> Stack {
@@ -519,7 +519,13 @@ async fn the_http_flavour_gives_the_same_decisions_and_headers() {
 
 #[tokio::test]
 async fn decisions_show_in_envoys_access_log_through_dynamic_metadata() {
-    let stack = start().await;
+    let envoy = find_binary()
+        .expect("Envoy is required: run scripts/install-envoy or set PORTCULLIS_ENVOY");
+    let mut options = StackOptions::demo(&envoy);
+    options.portcullis_config = format!("{DEMO_CONFIG}\nmetadata: {{ allowed: true }}\n");
+    let stack = Stack::start(&options)
+        .await
+        .unwrap_or_else(|e| panic!("stack did not start: {e}"));
     let alice = bearer(&stack, "alice");
     send(
         &stack,

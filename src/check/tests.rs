@@ -332,7 +332,7 @@ async fn a_route_can_answer_denials_with_its_own_status_and_body() {
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     let routes = "  - name: hidden\n    match: { path_prefix: / }\n    deny: { status: 404, body: not found }\n";
     let decision = decide_with(routes, "/x", &[]).await;
-    let response = check_response(&decision, "demo");
+    let response = check_response(&decision, "demo", crate::config::MetadataConfig::default());
     let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
         panic!("not denied")
     };

@@ -1,14 +1,21 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::config::MetadataConfig;
 use crate::credential::CredentialError;
 use crate::decision::{Reason, Removals};
+
+/// Every answer with its metadata.
+const ALL: MetadataConfig = MetadataConfig {
+    allowed: true,
+    denied: true,
+};
 use crate::policy::require::Unmet;
 use crate::token::TokenError;
 
 fn denial(reason: Reason) -> CheckResponse {
     let decision = Decision::deny(Some(Arc::from("orders")), reason);
-    check_response(&decision, "acme")
+    check_response(&decision, "acme", ALL)
 }
 
 fn denied_parts(response: &CheckResponse) -> (i32, i32, Vec<(String, String)>, serde_json::Value) {
@@ -54,7 +61,7 @@ fn an_allow_overwrites_identity_headers_and_removes_the_rest() {
         remove_headers: Removals::Picked(vec!["x-portcullis-username"]),
         would_deny: None,
     });
-    let response = check_response(&decision, "acme");
+    let response = check_response(&decision, "acme", ALL);
     assert_eq!(response.status.unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
         panic!("not ok")
@@ -133,6 +140,7 @@ fn no_route_is_a_403_without_challenge() {
     let (grpc, http, headers, _) = denied_parts(&check_response(
         &Decision::deny(None, Reason::NoRoute),
         "acme",
+        ALL,
     ));
     assert_eq!((grpc, http), (7, 403));
     assert_eq!(header(&headers, "www-authenticate"), None);
@@ -163,7 +171,7 @@ fn a_missing_scope_is_named_in_the_challenge_and_the_request_id_in_the_body() {
     if let Decision::Deny(d) = &mut decision {
         d.request_id = Some("req-42".into());
     }
-    let (_, _, headers, body) = denied_parts(&check_response(&decision, "acme"));
+    let (_, _, headers, body) = denied_parts(&check_response(&decision, "acme", ALL));
     let challenge = header(&headers, "www-authenticate").unwrap();
     assert!(
         challenge.ends_with(", scope=\"orders:read\""),
@@ -193,9 +201,39 @@ fn allow<'a>(
 }
 
 fn wire_decodes_to_message(decision: &Decision<'_>) {
-    let bytes = encode(decision, "acme");
-    let decoded = CheckResponse::decode(bytes.as_slice()).expect("the wire answer decodes");
-    assert_eq!(decoded, check_response(decision, "acme"));
+    for allowed in [true, false] {
+        for denied in [true, false] {
+            let metadata = MetadataConfig { allowed, denied };
+            let bytes = encode(decision, "acme", metadata);
+            let decoded = CheckResponse::decode(bytes.as_slice()).expect("the wire answer decodes");
+            assert_eq!(decoded, check_response(decision, "acme", metadata));
+        }
+    }
+}
+
+#[test]
+fn allows_carry_metadata_only_when_asked_and_dry_run_denials_as_denials() {
+    let plain = allow(&[], &[], Some("acme"), Some("u-1"), None);
+    let dry_run = allow(
+        &[],
+        &[],
+        Some("acme"),
+        Some("u-1"),
+        Some(Reason::MissingToken),
+    );
+    let denial = Decision::deny(None, Reason::MissingToken);
+    let has = |d: &Decision<'_>, allowed, denied| {
+        check_response(d, "acme", MetadataConfig { allowed, denied })
+            .dynamic_metadata
+            .is_some()
+    };
+    assert!(!has(&plain, false, true));
+    assert!(has(&plain, true, false));
+    assert!(has(&dry_run, false, true));
+    assert!(!has(&dry_run, true, false));
+    assert!(has(&denial, false, true));
+    assert!(!has(&denial, true, false));
+    assert!(!MetadataConfig::default().allowed && MetadataConfig::default().denied);
 }
 
 #[test]
