@@ -90,7 +90,7 @@ pub struct Payload {
 }
 
 /// The claims portcullis reads. Others are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Claims {
     /// Issuer.
     pub iss: String,
@@ -121,7 +121,7 @@ pub struct Claims {
 }
 
 /// A `roles` list, as in `realm_access` and `resource_access.<client>`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Roles {
     /// The roles.
     #[serde(default)]
@@ -129,7 +129,7 @@ pub struct Roles {
 }
 
 /// The `aud` claim, which Keycloak writes as a string when it has one value.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Audience {
     /// No `aud`.
     #[default]
@@ -193,12 +193,9 @@ pub enum TokenError {
     WrongType(Option<String>),
 }
 
-#[derive(Deserialize)]
 struct Header<'a> {
-    #[serde(borrow)]
     alg: Cow<'a, str>,
     kid: Option<String>,
-    #[serde(skip)]
     crit: bool,
 }
 
@@ -298,7 +295,7 @@ impl Validator {
         let header = decode_part(parts.header).ok()?;
         let kid = decode_header(&header).ok()?.kid?;
         let payload = decode_part(parts.payload).ok()?;
-        let issuer = self.issuer_for(&read_payload(&payload).ok()?.member).ok()?;
+        let issuer = self.issuer_for(&read_payload(&payload).ok()?.iss).ok()?;
         Some((issuer, kid))
     }
 
@@ -345,17 +342,21 @@ impl Validator {
         }
         let payload = decode_part(parts.payload)?;
         let read = read_payload(&payload)?;
-        let issuer = self.issuer_for(&read.member)?;
+        let issuer = self.issuer_for(&read.iss)?;
         let tree_bytes = read.tree_bytes;
         let alg = issuer.algorithm(&header.alg)?;
         if header.kid.is_none() && !issuer.allow_missing_kid {
             return Err(TokenError::MissingKid);
         }
         let keys = issuer.verify_signature(&parts, header.kid.as_deref(), alg, now)?;
-        // `read_payload` refused duplicate names, which the typed read would
-        // not notice everywhere: `resource_access` is a map that keeps the last.
-        let claims: Claims = serde_json::from_slice(&payload)
+        // Claims of the wrong type are refused only now, as when they were
+        // read in a pass of their own after the signature.
+        let mut claims = read
+            .claims
             .map_err(|_| TokenError::Malformed("claims of the wrong type"))?;
+        if let Member::String(iss) = read.iss {
+            claims.iss = iss.into_owned();
+        }
         issuer.check_claims(&claims, now)?;
         let skew = i64::try_from(issuer.clock_skew_seconds).unwrap_or(0);
         let expires_at = claims.exp.unwrap_or(now).saturating_add(skew);
@@ -369,14 +370,8 @@ impl Validator {
             .position(|i| std::ptr::eq(i, issuer))
             .unwrap_or(usize::MAX);
         let tree_bytes = if self.payload_trees { tree_bytes } else { 0 };
-        let entry = CachedToken::new(
-            index,
-            token.clone(),
-            expires_at,
-            keys,
-            parts.payload.len(),
-            tree_bytes,
-        );
+        let bytes = token.heap_bytes() + tree_bytes;
+        let entry = CachedToken::new(index, token.clone(), expires_at, keys, bytes);
         Ok((Verified { issuer, token }, entry))
     }
 
@@ -457,6 +452,57 @@ impl TrustedIssuer {
             return Err(TokenError::WrongAudience);
         }
         Ok(())
+    }
+}
+
+// === impl TokenClaims ===
+
+impl TokenClaims {
+    /// About how many heap bytes this takes, allocator overhead included,
+    /// before its payload is read as a tree.
+    pub fn heap_bytes(&self) -> usize {
+        let text = |s: &String| chunk(s.capacity());
+        let texts = |v: &Vec<String>| {
+            chunk(v.capacity() * size_of::<String>()) + v.iter().map(text).sum::<usize>()
+        };
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, text);
+        let c = &self.claims;
+        let aud = match &c.aud {
+            Audience::None => 0,
+            Audience::One(one) => text(one),
+            Audience::Many(many) => texts(many),
+        };
+        let clients = &c.resource_access;
+        let buckets = if clients.capacity() == 0 {
+            0
+        } else {
+            (clients.capacity() * 8 / 7).next_power_of_two()
+        };
+        let clients = chunk(buckets * (size_of::<(String, Roles)>() + 1))
+            + clients
+                .iter()
+                .map(|(name, roles)| text(name) + texts(&roles.roles))
+                .sum::<usize>();
+        chunk(size_of::<Self>() + 16)
+            + chunk(self.payload.json.capacity())
+            + text(&c.iss)
+            + [&c.sub, &c.typ, &c.azp, &c.scope, &c.preferred_username]
+                .into_iter()
+                .map(opt)
+                .sum::<usize>()
+            + aud
+            + c.realm_access.as_ref().map_or(0, |r| texts(&r.roles))
+            + clients
+    }
+}
+
+/// What an allocation of `n` bytes takes from the allocator (glibc: a
+/// header, 16-byte steps, 32 bytes at least); nothing for none.
+fn chunk(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
     }
 }
 
@@ -587,19 +633,22 @@ fn decode_part(part: &str) -> Result<Vec<u8>, TokenError> {
 
 /// The header from its decoded JSON (duplicate names refused).
 fn decode_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
-    let crit = json::read_object(json, "crit")
-        .ok_or(TokenError::Malformed("header is not a JSON object"))?;
-    let mut header: Header<'_> = serde_json::from_slice(json)
-        .map_err(|_| TokenError::Malformed("header is not a JWS header"))?;
-    // `crit` in any form, even `null`, names extensions we do not implement.
-    header.crit = crit.member != Member::Absent;
-    Ok(header)
+    let read =
+        json::read_header(json).ok_or(TokenError::Malformed("header is not a JSON object"))?;
+    let not_jws = |_| TokenError::Malformed("header is not a JWS header");
+    Ok(Header {
+        alg: read.alg.map_err(not_jws)?,
+        kid: read.kid.map_err(not_jws)?,
+        // `crit` in any form, even `null`, names extensions we do not implement.
+        crit: read.crit,
+    })
 }
 
 /// Checks that the decoded payload is a JSON object (duplicate names
-/// refused), and returns its `iss` and what it would take as a tree.
-fn read_payload(json: &[u8]) -> Result<json::Read<'_>, TokenError> {
-    json::read_object(json, "iss").ok_or(TokenError::Malformed("payload is not a JSON object"))
+/// refused), and returns its `iss`, what it would take as a tree and its
+/// claims (or that some are of the wrong type), in one pass.
+fn read_payload(json: &[u8]) -> Result<json::ReadClaims<'_>, TokenError> {
+    json::read_claims(json).ok_or(TokenError::Malformed("payload is not a JSON object"))
 }
 
 /// Cuts an attacker-chosen string before it reaches a log line or a reason.

@@ -892,3 +892,158 @@ fn the_audience_is_null_a_string_or_an_array_of_strings_and_nothing_else() {
         TokenError::WrongAudience
     );
 }
+
+const WRONG_TYPE: TokenError = TokenError::Malformed("claims of the wrong type");
+
+/// Known claims of a type `Claims` cannot hold, each well-formed JSON.
+fn wrong_typed_claims() -> Vec<(&'static str, Value)> {
+    vec![
+        ("sub", json!(1)),
+        ("aud", json!(7)),
+        ("aud", json!(["a", null])),
+        ("typ", json!(["Bearer"])),
+        ("scope", json!({"a": "b"})),
+        ("preferred_username", json!(true)),
+        ("azp", json!(1.5)),
+        ("realm_access", json!({"roles": "admin"})),
+        ("realm_access", json!("admin")),
+        ("realm_access", json!([["a"], ["b"]])),
+        ("resource_access", Value::Null),
+        ("resource_access", json!([])),
+        ("resource_access", json!({"orders-api": null})),
+        ("resource_access", json!({"orders-api": {"roles": [1]}})),
+        ("iat", json!("1767225600")),
+    ]
+}
+
+#[test]
+fn a_known_claim_of_the_wrong_type_with_a_valid_signature_is_refused_as_the_wrong_type() {
+    for (claim, value) in wrong_typed_claims() {
+        let token = with(|c| c[claim] = value.clone());
+        assert_eq!(err(&token), WRONG_TYPE, "{claim}={value}");
+    }
+}
+
+#[test]
+fn a_known_claim_of_the_wrong_type_with_a_forged_signature_is_a_bad_signature() {
+    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": issuer().kid() });
+    for (claim, value) in wrong_typed_claims() {
+        let mut c = claims();
+        c[claim] = value.clone();
+        let token = stranger().sign(&header, &c).unwrap();
+        assert_eq!(err(&token), TokenError::BadSignature, "{claim}={value}");
+    }
+}
+
+#[test]
+fn roles_written_as_an_array_of_zero_or_one_role_list_are_read_as_serde_reads_a_struct() {
+    let v = validator();
+    let empty = with(|c| c["realm_access"] = json!([]));
+    let verified = v.validate_now(&empty, NOW).unwrap();
+    assert!(
+        verified
+            .token
+            .claims
+            .realm_access
+            .clone()
+            .unwrap()
+            .roles
+            .is_empty()
+    );
+    let one = with(|c| c["resource_access"]["orders-api"] = json!([["orders-reader"]]));
+    let verified = v.validate_now(&one, NOW).unwrap();
+    assert_eq!(
+        verified.token.claims.resource_access["orders-api"].roles,
+        ["orders-reader"]
+    );
+    let null = with(|c| c["realm_access"] = Value::Null);
+    let verified = v.validate_now(&null, NOW).unwrap();
+    assert!(verified.token.claims.realm_access.is_none());
+    let other = with(|c| c["realm_access"] = json!({"roles": ["r"], "x": {"y": 1}}));
+    let verified = v.validate_now(&other, NOW).unwrap();
+    assert_eq!(
+        verified.token.claims.realm_access.clone().unwrap().roles,
+        ["r"]
+    );
+}
+
+#[test]
+fn duplicate_names_inside_known_claims_are_refused_before_their_types_are_checked() {
+    for edit in [
+        // Inside `realm_access`, beside `roles`.
+        ("\"realm_access\":{", "\"realm_access\":{\"x\":1,\"x\":2,"),
+        // Inside one client of `resource_access`.
+        ("\"orders-api\":{", "\"orders-api\":{\"x\":[],\"x\":1,"),
+        // Two clients of the same name.
+        (
+            "\"resource_access\":{",
+            "\"resource_access\":{\"account\":{},",
+        ),
+        // Inside a claim of the wrong type.
+        ("{", "{\"exp\":{\"a\":1,\"a\":2},"),
+        ("{", "{\"aud\":[{\"a\":1,\"a\":2}],"),
+        ("{", "{\"sub\":{\"b\":{\"c\":1,\"c\":2}},"),
+    ] {
+        let token = signed_raw(|c| {
+            assert!(c.contains(edit.0), "{}", edit.0);
+            let c = if edit.0 == "{" {
+                // The claim is moved to the front: remove its other copy.
+                let mut v: Value = serde_json::from_str(&c).unwrap();
+                let name = edit.1[2..].split('"').next().unwrap().to_owned();
+                v.as_object_mut().unwrap().remove(&name);
+                v.to_string()
+            } else {
+                c
+            };
+            c.replacen(edit.0, edit.1, 1)
+        });
+        assert_eq!(err(&token), NOT_AN_OBJECT, "{}", edit.1);
+    }
+}
+
+#[test]
+fn time_claims_are_integers_in_the_range_of_i64_and_nothing_else() {
+    // Floats, even integral ones, and integers beyond i64 are of the wrong type.
+    for raw in [
+        "1.5e9",
+        "1767225900.0",
+        "1.7672259e9",
+        "9223372036854775808",
+        "18446744073709551615",
+        "-9223372036854775809",
+        "-0",
+    ] {
+        let token = signed_raw(|c| {
+            let exp = format!("\"exp\":{}", NOW + 300);
+            assert!(c.contains(&exp));
+            c.replacen(&exp, &format!("\"exp\":{raw}"), 1)
+        });
+        assert_eq!(err(&token), WRONG_TYPE, "exp={raw}");
+    }
+    // A number too large for a float is not JSON that can be read at all.
+    let token = signed_raw(|c| c.replacen('{', "{\"x\":1,\"nbf\":1e400,", 1));
+    assert_eq!(err(&token), NOT_AN_OBJECT);
+    // The extremes of i64 are read (and saturate in the checks).
+    let v = validator();
+    let far = with(|c| {
+        c["exp"] = json!(i64::MAX);
+        c["nbf"] = json!(i64::MIN);
+        c["iat"] = json!(0);
+    });
+    let verified = v.validate_now(&far, NOW).unwrap();
+    assert_eq!(verified.token.claims.exp, Some(i64::MAX));
+    assert_eq!(verified.token.claims.nbf, Some(i64::MIN));
+    let null = with(|c| c["nbf"] = Value::Null);
+    assert!(
+        v.validate_now(&null, NOW)
+            .unwrap()
+            .token
+            .claims
+            .nbf
+            .is_none()
+    );
+    assert_eq!(
+        err(&with(|c| c["exp"] = Value::Null)),
+        TokenError::MissingExpiry
+    );
+}
