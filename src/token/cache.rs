@@ -76,28 +76,22 @@ pub fn hash(token: &str) -> TokenHash {
 }
 
 impl CachedToken {
-    /// An entry; `payload_len` is the length of the token's payload part
-    /// (base64url) and `tree_bytes` what its payload takes as a tree, if the
-    /// policy will read it (0 if not), for the byte bound.
+    /// An entry that takes about `bytes` of heap (its claims, and the tree
+    /// of its payload if the policy will read it), for the byte bound.
     pub fn new(
         issuer: usize,
         claims: Arc<TokenClaims>,
         expires_at: i64,
         keys: u64,
-        payload_len: usize,
-        tree_bytes: usize,
+        bytes: usize,
     ) -> Self {
         Self {
             issuer,
             claims,
             expires_at,
             keys,
-            // The typed claims (about 1.1 KB for a Keycloak token of 822
-            // base64 bytes) and the payload JSON kept (3/4 of `payload_len`),
-            // plus fixed overhead; and the tree that `Payload::object` builds
-            // on first use, counted from the JSON's shape when it was read
-            // (several times the JSON: a B-tree node per object).
-            size: 2 * payload_len + 256 + tree_bytes,
+            // Plus the entry itself and its slot in the map.
+            size: bytes + 256,
         }
     }
 }
