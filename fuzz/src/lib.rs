@@ -189,9 +189,11 @@ pub fn signing_input(token: &str) -> Option<&str> {
 // === the CheckRequest fixture ===
 
 /// The configuration the CheckRequest targets decide with: every kind of
-/// match and requirement, two issuers (only `acme` has keys), no fetches.
+/// match and requirement, two issuers (only `acme` has keys), no fetches;
+/// metadata on every answer, since the invariants read route and issuer there.
 pub const CHECK_CONFIG: &str = r#"
 realm: fuzz
+metadata: { allowed: true, denied: true }
 issuers:
   - name: acme
     issuer: https://sso.example.test/realms/acme
