@@ -27,7 +27,7 @@ pub struct Checker {
     owned_headers: Arc<[Arc<str>]>,
     /// By route index: what an allow removes when it sets every header it can
     /// (none when two rules name the same header: counting would not tell).
-    full_removals: Vec<Option<Arc<[Arc<str>]>>>,
+    full_removals: Vec<Option<FullRemoval>>,
     /// The names of the identity headers, shared by every allow.
     identity_names: IdentityNames,
     ambiguous_paths: AmbiguousPaths,
@@ -74,12 +74,13 @@ impl Checker {
                 let rules = route.upstream.as_ref().unwrap_or(&upstream);
                 let set: Vec<&str> = identity_names.all().chain(rules.header_names()).collect();
                 let distinct = set.iter().enumerate().all(|(i, n)| !set[..i].contains(n));
-                distinct.then(|| {
-                    removals(&owned_headers, &identity_names, rules, |name| {
+                distinct.then(|| FullRemoval {
+                    settable: set.len(),
+                    names: removals(&owned_headers, &identity_names, rules, |name| {
                         set.contains(&name)
                     })
                     .map(Arc::from)
-                    .collect()
+                    .collect(),
                 })
             })
             .collect();
@@ -303,9 +304,8 @@ impl Checker {
         if rules.sets_headers() {
             rules.add_headers(payload, &mut set_headers);
         }
-        let settable = 5 + rules.header_names().count();
         let remove_headers = match self.full_removals.get(route.index) {
-            Some(Some(full)) if set_headers.len() == settable => Removals::Shared(full),
+            Some(Some(full)) if set_headers.len() == full.settable => Removals::Shared(&full.names),
             _ => Removals::Picked(
                 removals(&self.owned_headers, &self.identity_names, rules, |name| {
                     set_headers.iter().any(|(set, _)| *set == name)
@@ -364,6 +364,13 @@ fn removals<'c>(
         .filter(move |name| !is_set(name));
     let authorization = (!rules.forward_authorization).then_some(&*identity.authorization);
     kept.chain(authorization)
+}
+
+/// What an allow on a route removes when it sets all `settable` headers.
+#[derive(Debug)]
+struct FullRemoval {
+    settable: usize,
+    names: Vec<Arc<str>>,
 }
 
 /// The identity header names as shared strings.

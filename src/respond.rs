@@ -193,7 +193,7 @@ mod wire {
         for (key, value) in metadata.as_slice() {
             put_len_prefix(&mut out, STRUCT_FIELDS, entry_len(key, value));
             put_bytes(&mut out, ENTRY_KEY, key.as_bytes());
-            put_len_prefix(&mut out, ENTRY_VALUE, bytes_len(VALUE_STRING, value.len()));
+            put_len_prefix(&mut out, ENTRY_VALUE, field_len(VALUE_STRING, value.len()));
             put_bytes(&mut out, VALUE_STRING, value.as_bytes());
         }
         debug_assert_eq!(out.len(), total);
@@ -201,7 +201,7 @@ mod wire {
     }
 
     fn header_len(name: &str, value: &str) -> usize {
-        bytes_len(HEADER_KEY, name.len()) + bytes_len(HEADER_VALUE, value.len())
+        field_len(HEADER_KEY, name.len()) + field_len(HEADER_VALUE, value.len())
     }
 
     fn option_len(name: &str, value: &str) -> usize {
@@ -211,17 +211,13 @@ mod wire {
     }
 
     fn entry_len(key: &str, value: &str) -> usize {
-        bytes_len(ENTRY_KEY, key.len())
-            + field_len(ENTRY_VALUE, bytes_len(VALUE_STRING, value.len()))
+        field_len(ENTRY_KEY, key.len())
+            + field_len(ENTRY_VALUE, field_len(VALUE_STRING, value.len()))
     }
 
     /// A length-delimited field of `len` bytes, with its key and length.
     fn field_len(field: u32, len: usize) -> usize {
         varint_len(u64::from(field << 3)) + varint_len(len as u64) + len
-    }
-
-    fn bytes_len(field: u32, len: usize) -> usize {
-        field_len(field, len)
     }
 
     fn varint_len(value: u64) -> usize {

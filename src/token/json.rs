@@ -272,18 +272,7 @@ impl<'de> Visitor<'de> for Checked<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let names = self.names;
-        let mut items = 0;
-        while seq
-            .next_element_seed(Checked {
-                names: &mut *names,
-                keep: false,
-            })?
-            .is_some()
-        {
-            items += 1;
-        }
-        names.tree_bytes += array_bytes(items);
+        finish_array(&mut seq, self.names, 0)?;
         Ok(None)
     }
 
@@ -291,6 +280,27 @@ impl<'de> Visitor<'de> for Checked<'_, 'de> {
         visit_object(access, self.names, &mut Skip)?;
         Ok(None)
     }
+}
+
+/// Checks the rest of an array after `read` items, and counts the whole
+/// array as a tree would hold it; returns how many items it had.
+fn finish_array<'de, A: SeqAccess<'de>>(
+    seq: &mut A,
+    names: &mut Names<'de>,
+    read: usize,
+) -> Result<usize, A::Error> {
+    let mut items = read;
+    while seq
+        .next_element_seed(Checked {
+            names: &mut *names,
+            keep: false,
+        })?
+        .is_some()
+    {
+        items += 1;
+    }
+    names.tree_bytes += array_bytes(items);
+    Ok(items)
 }
 
 /// Refuses a number that is not finite.
@@ -591,17 +601,7 @@ impl<'de> Kind<'de> for RolesKind {
             names: &mut *names,
             kind: TextList,
         })?;
-        let mut items = usize::from(roles.is_some());
-        while seq
-            .next_element_seed(Checked {
-                names: &mut *names,
-                keep: false,
-            })?
-            .is_some()
-        {
-            items += 1;
-        }
-        names.tree_bytes += array_bytes(items);
+        let items = finish_array(&mut seq, names, usize::from(roles.is_some()))?;
         Ok(match roles {
             _ if items > 1 => Err(Wrong),
             None => Ok(Roles::default()),
